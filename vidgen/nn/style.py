@@ -1,0 +1,141 @@
+"""Style-based layers shared by the GAN families: equalised fully-connected layers, the
+mapping MLP, modulated convolutions (2-D, and 3-D with a style per time step) and the
+running magnitude normalisation of StyleGAN3.
+
+Equalised learning rate (StyleGAN): weights are stored as N(0, 1) / lr_multiplier and
+scaled by ``lr_multiplier / sqrt(fan_in)`` on use, so Adam sees every layer at the same scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def lrelu_gain(x: torch.Tensor, gain: float = LRELU_GAIN, clamp: float | None = None) -> torch.Tensor:
+    """Leaky ReLU (slope 0.2) scaled by sqrt(2) to keep unit variance, optionally clamped."""
+    x = F.leaky_relu(x, LRELU_SLOPE) * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean(x^2)) along `dim` (StyleGAN pixel norm of latents)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+class FullyConnected(nn.Module):
+    """Equalised linear layer ``y = act(x W^T * g + b * lr_mul)``, g = lr_mul / sqrt(fan_in)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        assert activation in ("linear", "lrelu")
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., in_features]
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
+        x = F.linear(x, w, b)
+        return lrelu_gain(x) if self.activation == "lrelu" else x
+
+    def extra_repr(self) -> str:
+        return f"in={self.weight.shape[1]}, out={self.weight.shape[0]}, act={self.activation}"
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: pixel-normalised input, ``num_layers`` equalised FC layers with leaky ReLU and a
+    learning-rate multiplier of 0.01 (StyleGAN2/3); optionally broadcast to ``num_ws`` copies."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 2, hidden: int | None = None,
+                 lr_multiplier: float = 0.01, num_ws: int | None = None, normalize_input: bool = True):
+        super().__init__()
+        hidden = hidden or w_dim
+        dims = [z_dim] + [hidden] * (num_layers - 1) + [w_dim]
+        self.layers = nn.ModuleList(
+            FullyConnected(dims[i], dims[i + 1], activation="lrelu", lr_multiplier=lr_multiplier)
+            for i in range(num_layers))
+        self.num_ws = num_ws
+        self.normalize_input = normalize_input
+        self.w_dim = w_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # z: [..., z_dim] -> w: [..., w_dim] (or [..., num_ws, w_dim])
+        x = normalize_2nd_moment(z, dim=-1) if self.normalize_input else z
+        for layer in self.layers:
+            x = layer(x)
+        if self.num_ws is not None:
+            x = x.unsqueeze(-2).expand(*x.shape[:-1], self.num_ws, x.shape[-1])
+        return x
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+                     padding: int = 0, eps: float = 1e-8) -> torch.Tensor:
+    """StyleGAN2 modulated convolution as a grouped convolution.
+
+    x: [B, I, H, W]; weight: [O, I, kh, kw]; styles: [B, I]. Returns [B, O, H', W'].
+    Demodulation divides each output channel by the norm of its modulated weights.
+    """
+    B, I = x.shape[:2]
+    O = weight.shape[0]
+    w = weight.unsqueeze(0) * styles.reshape(B, 1, I, 1, 1)  # [B, O, I, kh, kw]
+    if demodulate:
+        w = w * (w.square().sum(dim=(2, 3, 4), keepdim=True) + eps).rsqrt()
+    x = rearrange(x, "b i h w -> 1 (b i) h w")
+    w = rearrange(w, "b o i kh kw -> (b o) i kh kw")
+    y = F.conv2d(x, w.to(x.dtype), padding=padding, groups=B)
+    return rearrange(y, "1 (b o) h w -> b o h w", b=B, o=O)
+
+
+def modulated_conv3d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+                     padding: tuple[int, int, int] = (0, 0, 0), eps: float = 1e-8) -> torch.Tensor:
+    """Modulated 3-D convolution with a style per time step (METHODS.md 1.2).
+
+    x: [B, I, T, H, W]; weight: [O, I, kt, kh, kw]; styles: [B, I, T] (one style per input
+    time step). The input is multiplied by style[t] before a plain conv3d (so the weight is
+    shared by the batch and no grouped convolution is needed), and the demodulation
+    coefficient of output step t is computed from the styles at the input step it is centred
+    on: d[b, o, t] = 1 / sqrt(sum_i ||W[o, i]||^2 s[b, i, t]^2).
+    Returns [B, O, T', H', W'].
+    """
+    x = x * styles[:, :, :, None, None].to(x.dtype)
+    y = F.conv3d(x, weight.to(x.dtype), padding=padding)
+    if demodulate:
+        T_in, T_out = styles.shape[2] + 2 * padding[0], y.shape[2]
+        s = F.pad(styles, (padding[0], padding[0]), mode="replicate") if padding[0] else styles
+        crop = (T_in - T_out) // 2
+        s = s[:, :, crop:crop + T_out]  # style at the centre of each output step's window
+        w2 = weight.square().sum(dim=(2, 3, 4))  # [O, I]
+        d = (torch.einsum("oi,bit->bot", w2.to(s.dtype), s.square()) + eps).rsqrt()
+        y = y * d[:, :, :, None, None].to(y.dtype)
+    return y
+
+
+class MagnitudeEMA(nn.Module):
+    """Normalise activations by a running average of their mean square (StyleGAN3 'magnitude
+    EMA'): updated in training, frozen in eval so inference is deterministic."""
+
+    def __init__(self, beta: float = 0.999):
+        super().__init__()
+        self.beta = beta
+        self.register_buffer("magnitude", torch.ones([]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                m = x.detach().float().square().mean()
+                self.magnitude.copy_(m.lerp(self.magnitude, self.beta))
+        return x * self.magnitude.rsqrt().to(x.dtype)

@@ -1,0 +1,161 @@
+"""The contract between the training engine and a model family.
+
+A model family (long-video GAN, time-lapse GAN, diffusion) plugs into the one engine in
+`vidgen/train/engine.py` by supplying a :class:`Recipe`: its networks, optimiser settings,
+the phases of one training step, the EMA copies it wants, its dataset and any extra state
+(for example the adaptive-augmentation probability). The engine owns everything else: the
+loop, gradient accumulation, DDP gradient averaging, mixed precision, non-finite guards,
+learning-rate schedules, lazy-regularisation compensation, EMA, checkpoints, resume,
+logging and sample media.
+
+One training step, as the engine runs it::
+
+    batch = next(loader)                         # this rank's share of the global batch
+    for phase in recipe.phases():                # e.g. G, D, Dreg (every 16 steps)
+        if step % phase.interval: continue
+        toggle requires_grad so only phase.trainable networks get gradients
+        for micro in split(batch, accum):
+            loss, stats = phase.loss(micro, step)
+            (loss * phase.interval / accum).backward()   # lazy regularisers are scaled here
+        average gradients over ranks, zero non-finite ones, optimiser step
+        update the EMA copies of the networks this phase trained
+    recipe.end_step(step, stats)
+
+Randomness inside ``phase.loss`` uses the global torch RNG (and numpy's); the engine seeds it
+per rank and checkpoints it, which is what makes resume bitwise exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+LossFn = Callable[[Any, int], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+@dataclass
+class OptimizerSpec:
+    """Adam settings for the parameters of some networks.
+
+    With ``reg_interval = k > 1`` (lazy regularisation shares this optimiser every k steps),
+    the engine applies the StyleGAN2 compensation: ``c = k / (k + 1)``, ``lr *= c``,
+    ``betas = (beta1 ** c, beta2 ** c)``.
+    """
+
+    networks: tuple[str, ...]  # names in Recipe.networks() whose parameters this updates
+    lr: float
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    reg_interval: int = 1
+    schedule: str = "constant"  # "constant" | "inv_sqrt" (EDM2: lr / sqrt(max(step / ref_steps, 1)))
+    rampup_steps: int = 0  # linear ramp-up from 0 over this many steps
+    ref_steps: int = 0  # the t_ref of "inv_sqrt"
+
+
+@dataclass
+class Phase:
+    """One part of a training step: a loss and the optimiser that follows it."""
+
+    name: str  # "G", "D", "Greg", "Dreg", "denoise", ...
+    optimizer: str  # key of Recipe.optimizers()
+    loss: LossFn  # (micro_batch, step) -> (scalar loss, {stat name: float})
+    trainable: tuple[str, ...]  # networks that receive gradients in this phase
+    interval: int = 1  # run every `interval` steps; the engine multiplies the loss by it
+
+
+@dataclass
+class EMASpec:
+    """An exponential moving average the engine keeps of one network.
+
+    kind "beta": fixed per-step decay ``beta`` after a linear warm-up of ``warmup_steps``
+    (the long-video GAN: 0.99985, 25k steps). kind "halflife": StyleGAN-style half-life in
+    thousands of images, with ``rampup`` (fraction of images seen). kind "power": EDM2
+    power-function EMA for each of ``sigma_rels``, with snapshots every ``snapshot_every``
+    steps for post-hoc reconstruction (METHODS.md section 4).
+    """
+
+    kind: str = "halflife"  # "beta" | "halflife" | "power"
+    beta: float = 0.999
+    warmup_steps: int = 0
+    halflife_kimg: float = 10.0
+    rampup: float | None = 0.05
+    sigma_rels: tuple[float, ...] = (0.05, 0.10)
+    snapshot_every: int = 0
+
+
+class Recipe:
+    """Base class of a model family's training recipe.
+
+    Subclasses set ``family`` (the name used by ``vidgen train FAMILY``) and
+    ``config_class`` (a dataclass whose ``engine`` field is a
+    :class:`vidgen.train.engine.EngineConfig` and whose ``data`` field has at least ``path``).
+    """
+
+    family: str = ""
+    config_class: type = object
+
+    def __init__(self, cfg: Any, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+
+    # --- what the engine trains -------------------------------------------------------
+    def networks(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def ema(self) -> dict[str, EMASpec]:
+        """Network name -> EMA settings. The engine stores the copy as ``f"{name}_ema"``."""
+        return {}
+
+    def dataset(self) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    # --- optional hooks ---------------------------------------------------------------
+    def end_step(self, step: int, stats: dict[str, float]) -> None:
+        """Called after every step with the step's stats (e.g. to adapt augmentation)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state to checkpoint: JSON-able values and tensors (e.g. ADA probability)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def sample(self, nets: dict[str, nn.Module], num: int, seed: int) -> torch.Tensor | None:
+        """Media for the log: float in [-1, 1], ``[N, C, H, W]`` images or ``[N, C, T, H, W]``
+        clips, made with the given networks (the engine passes the EMA copies)."""
+        return None
+
+    def run_name(self) -> str:
+        """What runs, for the run folder name, e.g. ``lvg-lowres-drive-36x64-b8``."""
+        return self.family
+
+
+@dataclass
+class EngineConfig:
+    """Settings of the training loop itself, shared by every family (the ``engine`` section
+    of a family's config)."""
+
+    steps: int = 1000  # optimiser steps in the run
+    batch: int = 8  # global batch: all ranks and all accumulation rounds together
+    accum: int = 1  # gradient-accumulation rounds per step
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16"
+    workers: int = 2  # DataLoader worker processes per rank
+    out_dir: str = "runs"  # run folders are created under this
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_last: int = 3  # checkpoints kept, besides milestones
+    milestone_every: int = 0  # steps between checkpoints that are never deleted (0: none)
+    log_every: int = 50  # steps per tick: one JSONL stats line
+    sample_every: int = 0  # steps between sample media (0: off)
+    max_nonfinite: int = 10  # consecutive non-finite losses before training stops
