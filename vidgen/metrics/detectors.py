@@ -1,0 +1,251 @@
+"""Feature detectors for the metrics (METHODS.md section 9), loaded only from verified files.
+
+Every network comes from a local file, found as (first match wins):
+  1. an explicit path (`--detector NAME=PATH`),
+  2. `--detector-dir DIR` / `detector_dir=`,
+  3. `$VIDGEN_CACHE` (default `~/.cache/vidgen`), sub-folder `detectors/`,
+and is checked against its published SHA-256 before loading. A missing or different file
+is an error naming the file, the expected digest and where to put it; there is never a
+fallback to another network, and nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from vidgen.errors import VidgenError
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    filename: str
+    sha256: str
+    size: int          # bytes, for the error message (0: not published)
+    url: str           # where a user can fetch it by hand
+
+
+WEIGHTS: dict[str, WeightFile] = {
+    # Inception-v3, 2015-12-05 TF weights ported for FID (pytorch-fid release "fid_weights").
+    "inception": WeightFile(
+        "pt_inception-2015-12-05-6726825d.pth",
+        "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", 95_628_359,
+        "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+        "pt_inception-2015-12-05-6726825d.pth"),
+    # I3D (Kinetics-400) TorchScript detector of the StyleGAN-V / long-video-GAN FVD code.
+    "i3d": WeightFile(
+        "i3d_torchscript.pt",
+        "bec6519f66ea534e953026b4ae2c65553c17bf105611c746d904657e5860a5e2", 51_235_320,
+        "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"),
+    # DINOv2 ViT-L/14 backbone, official release.
+    "dinov2": WeightFile(
+        "dinov2_vitl14_pretrain.pth",
+        "d5383ea8f4877b2472eb973e0fd72d557c7da5d3611bd527ceeb1d7162cbf428", 1_217_586_395,
+        "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth"),
+    # CLIP ViT-L/14 (OpenAI release; the digest is part of its official URL).
+    "clip": WeightFile(
+        "ViT-L-14.pt",
+        "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", 0,
+        "https://openaipublic.azureedge.net/clip/models/"
+        "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt"),
+}
+
+# The arguments the reference FVD code passes to the I3D TorchScript module.
+I3D_KWARGS = dict(rescale=True, resize=True, return_features=True)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VIDGEN_CACHE", "~/.cache/vidgen")).expanduser()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest, per process
+
+
+def resolve_weights(name: str, path: str | Path | None = None,
+                    detector_dir: str | Path | None = None) -> Path:
+    """Locate the weight file of detector `name` and verify its SHA-256."""
+    if name not in WEIGHTS:
+        raise VidgenError(f"unknown detector {name!r}; known: {', '.join(sorted(WEIGHTS))}")
+    spec = WEIGHTS[name]
+    default_dir = cache_dir() / "detectors"
+    candidates = [Path(path).expanduser()] if path else \
+        [Path(d).expanduser() / spec.filename for d in (detector_dir, default_dir) if d is not None]
+    where = f"put it at {candidates[0]}" + ("" if path else f" (or {default_dir / spec.filename}, "
+                                            "or pass --detector-dir / --detector NAME=PATH)")
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise VidgenError(
+            f"detector file {spec.filename} for {name!r} not found (looked at "
+            f"{', '.join(map(str, candidates))}). Expected SHA-256 {spec.sha256}"
+            f"{f' ({spec.size:,} bytes)' if spec.size else ''}: download it from {spec.url} and {where}.")
+    st = found.stat()
+    key = (str(found.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _VERIFIED.get(key) or sha256_file(found)
+    if digest != spec.sha256:
+        raise VidgenError(
+            f"detector file {found} ({spec.filename}) has SHA-256 {digest}, expected {spec.sha256}: "
+            f"it is not the reference network. Replace it with the file from {spec.url} and {where}.")
+    _VERIFIED[key] = digest
+    return found
+
+
+class Detector(nn.Module):
+    """Feature network: uint8 images [B, 3, H, W] (or clips [B, 3, T, H, W]) -> [B, D] float32.
+
+    `name`, `feature_dim`, `sha256` (of the weights; it keys caches and is printed in
+    reports) and `temporal` (whether inputs are clips) describe it. Subclasses implement
+    `features(x)`; inputs arrive on the detector's device, still uint8.
+    """
+
+    name: str = "detector"
+    feature_dim: int = 0
+    sha256: str = ""
+    temporal: bool = False
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        for t in (*self.parameters(), *self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dtype == torch.uint8, f"{self.name} takes uint8 pixels, got {x.dtype}"
+        assert x.ndim == (5 if self.temporal else 4) and x.shape[1] == 3, \
+            f"{self.name} takes [B, 3, {'T, ' if self.temporal else ''}H, W], got {list(x.shape)}"
+        out = self.features(x.to(self.device)).float()
+        assert out.shape == (len(x), self.feature_dim), (out.shape, self.feature_dim)
+        return out
+
+
+class NetworkDetector(Detector):
+    """Wraps an image network implemented here (Inception, DINOv2) with its verified weights."""
+
+    def __init__(self, name: str, net: nn.Module, sha256: str):
+        super().__init__()
+        self.name, self.net, self.sha256 = name, net.eval().requires_grad_(False), sha256
+        self.feature_dim = int(net.feature_dim)
+
+    def features(self, x):
+        return self.net(x)
+
+
+class I3DDetector(Detector):
+    """The reference I3D TorchScript module, called as the FVD code calls it: float pixels in
+    [0, 255], `rescale=True, resize=True, return_features=True` -> 400-d logits features."""
+
+    temporal = True
+    feature_dim = 400
+
+    def __init__(self, module, sha256: str):
+        super().__init__()
+        self.name, self.module, self.sha256 = "i3d", module, sha256
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tracks .to(device)
+
+    def features(self, x):                                     # x: [B, 3, T, H, W] uint8
+        return self.module(x.to(self._anchor.device, torch.float32), **I3D_KWARGS)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.module = self.module.to(self._anchor.device)
+        return self
+
+
+class ClipDetector(Detector):
+    """CLIP ViT-L/14 image embeddings through `open_clip` (only when it is installed)."""
+
+    feature_dim = 768
+
+    def __init__(self, model, preprocess_size: int, sha256: str):
+        super().__init__()
+        self.name, self.model, self.size, self.sha256 = "clip", model.eval(), preprocess_size, sha256
+        self.register_buffer("mean", torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1))
+
+    def features(self, x):
+        x = torch.nn.functional.interpolate(x.float() / 255, size=(self.size, self.size), mode="bicubic",
+                                            antialias=True, align_corners=False).clamp(0, 1)
+        return self.model.encode_image((x - self.mean) / self.std)
+
+
+class RandomDetector(Detector):
+    """Small fixed random network (seeded): for tests and benchmarks of the metric plumbing.
+
+    Average-pools pixels to a 8x8 (x T) grid and applies a fixed random linear map + tanh.
+    Its `sha256` is the digest of its weights, so caches keyed on it stay honest.
+    """
+
+    def __init__(self, feature_dim: int = 64, temporal: bool = False, seed: int = 0,
+                 grid: int = 8, hidden: int = 0):
+        super().__init__()
+        self.name, self.feature_dim, self.temporal, self.grid = \
+            f"random{feature_dim}{'t' if temporal else ''}", feature_dim, temporal, grid
+        g = torch.Generator().manual_seed(seed)
+        fan_in = 3 * grid * grid * (2 if temporal else 1)
+        hidden = hidden or feature_dim
+        self.register_buffer("w1", torch.randn(fan_in, hidden, generator=g) / fan_in ** 0.5)
+        self.register_buffer("w2", torch.randn(hidden, feature_dim, generator=g) / hidden ** 0.5)
+        self.sha256 = hashlib.sha256(self.w1.numpy().tobytes() + self.w2.numpy().tobytes()).hexdigest()
+
+    def features(self, x):
+        x = x.float() / 127.5 - 1
+        if self.temporal:                                      # [B, 3, T, H, W]
+            x = torch.nn.functional.adaptive_avg_pool3d(x, (2, self.grid, self.grid))
+        else:                                                  # [B, 3, H, W]
+            x = torch.nn.functional.adaptive_avg_pool2d(x, (self.grid, self.grid))
+        return torch.tanh(rearrange(x, "b ... -> b (...)") @ self.w1) @ self.w2
+
+
+def _load_state(path: Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+def load_detector(name: str, path: str | Path | None = None, detector_dir: str | Path | None = None,
+                  device: torch.device | str = "cpu") -> Detector:
+    """Build detector `name` ('inception', 'i3d', 'dinov2', 'clip') from its verified file."""
+    if name == "clip":
+        try:
+            import open_clip
+        except ImportError as exc:
+            raise VidgenError("the 'clip' detector needs the open_clip package: "
+                              "pip install open_clip_torch") from exc
+    file = resolve_weights(name, path, detector_dir)
+    sha = WEIGHTS[name].sha256
+    if name == "inception":
+        from vidgen.metrics.inception import FIDInceptionV3
+
+        net = FIDInceptionV3()
+        net.load_state_dict(_load_state(file), strict=True)
+        det: Detector = NetworkDetector("inception", net, sha)
+    elif name == "dinov2":
+        from vidgen.metrics.dinov2 import DinoV2ViT
+
+        net = DinoV2ViT()
+        net.load_state_dict(_load_state(file), strict=True)
+        det = NetworkDetector("dinov2", net, sha)
+    elif name == "i3d":
+        # A TorchScript archive (the reference detector is only published in this form);
+        # loaded only after its SHA-256 matched the published file.
+        det = I3DDetector(torch.jit.load(str(file), map_location="cpu").eval(), sha)
+    else:
+        # open_clip reads the OpenAI release file (a TorchScript archive) from a local path.
+        det = ClipDetector(open_clip.load_openai_model(str(file), device="cpu"), 224, sha)
+    return det.to(device)

@@ -1,0 +1,178 @@
+"""One evaluation: named metrics x K runs -> a report dict (every number says how it was made).
+
+Real statistics are cached under the hash of (dataset manifest, protocol, detector SHA-256,
+sampling seed); the seed is part of the key, so each run samples fresh real clip offsets
+instead of freezing one draw.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import vidgen
+from vidgen.errors import VidgenError
+from vidgen.metrics import image, video
+from vidgen.metrics.detectors import Detector, cache_dir, load_detector
+from vidgen.metrics.frechet import (FeatureStats, frechet_from_stats, kernel_inception_distance,
+                                    precision_recall)
+from vidgen.metrics.inputs import FakeVideos, RealVideos
+
+FAKE_SEED_STRIDE = 1_000_000  # run r uses generator seeds seed + r * stride + i
+
+
+@dataclass
+class EvalOptions:
+    metrics: list[str]
+    runs: int = 1
+    seed: int = 0
+    real_policy: str = "per_video"
+    clip_batch: int = 8          # clips per detector call
+    frame_batch: int = 64        # frames per detector call
+    use_cache: bool = True
+    stats_dir: Path | None = None  # default $VIDGEN_CACHE/stats
+    device: str = "cpu"
+    detectors: dict[str, Detector] = field(default_factory=dict)   # pre-built (tests, Python)
+    detector_paths: dict[str, str] = field(default_factory=dict)   # NAME -> weight file
+    detector_dir: str | None = None
+    progress: bool = True
+
+
+def parse_metrics(names: list[str], real_policy: str = "per_video") -> list:
+    protos = []
+    for name in names:
+        proto = (video.fvd_protocol(name, real_policy) or image.frame_protocol(name)
+                 or video.colour_protocol(name, real_policy))
+        if proto is None:
+            raise VidgenError(
+                f"unknown metric {name!r}; known: fvd2048_16f, fvd2048_128f, fvd2048_128f_subsample8f "
+                "(fvd{N}_{L}f[_subsample{K}f]), fid50k_full (fid{N}[k]_full), fd_dinov2[_{N}[k]], "
+                "kid[{N}[k]], pr[{N}[k]], colour_change[{N}_{T}f]")
+        protos.append(proto)
+    return protos
+
+
+class _Evaluator:
+    def __init__(self, real: RealVideos, fake: FakeVideos, opts: EvalOptions):
+        self.real, self.fake, self.opts = real, fake, opts
+        self.detectors = dict(opts.detectors)
+        self.stats_dir = Path(opts.stats_dir) if opts.stats_dir else cache_dir() / "stats"
+
+    def detector(self, name: str) -> Detector:
+        if name not in self.detectors:
+            self.detectors[name] = load_detector(name, self.opts.detector_paths.get(name),
+                                                 self.opts.detector_dir, self.opts.device)
+        return self.detectors[name]
+
+    def real_stats(self, key: dict, compute: Callable[[], FeatureStats]) -> tuple[FeatureStats, bool]:
+        """Load real statistics from the cache, or compute (and store) them."""
+        key = {"manifest": self.real.manifest_sha256, **key}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        path = self.stats_dir / f"{digest[:32]}.safetensors"
+        if self.opts.use_cache and path.is_file():
+            return FeatureStats.load(path), True
+        stats = compute()
+        if self.opts.use_cache:
+            stats.meta = {**stats.meta, "cache_key": key}
+            stats.save(path)
+        return stats, False
+
+
+def _entry(name: str, proto, det: Detector | None, policy: str | None) -> dict:
+    return {"name": name, "values": [], "protocol": proto.describe() if hasattr(proto, "describe")
+            else dict(vars(proto)), "num_real": [], "num_fake": [], "real_sampling": policy,
+            "seeds": {"real": [], "fake": []}, "real_stats_cached": [],
+            "detector": None if det is None else {"name": det.name, "sha256": det.sha256}}
+
+
+def _log(entry: dict, value: float, real_meta: dict, fake_meta: dict, seed: int, cached: bool):
+    entry["values"].append(float(value))
+    entry["num_real"].append(real_meta.get("count"))
+    entry["num_fake"].append(fake_meta.get("count"))
+    entry["seeds"]["real"].append(seed)
+    entry["seeds"]["fake"].append(fake_meta.get("seeds", fake_meta.get("videos")))
+    entry["real_stats_cached"].append(cached)
+
+
+def evaluate(real: RealVideos, fake: FakeVideos, opts: EvalOptions) -> dict:
+    """Run every metric of `opts.metrics` `opts.runs` times; returns the report dict."""
+    if opts.runs < 1:
+        raise VidgenError(f"--runs must be >= 1, got {opts.runs}")
+    protos = parse_metrics(opts.metrics, opts.real_policy)
+    ev = _Evaluator(real, fake, opts)
+    entries: dict[str, dict] = {}
+    curves: dict[str, dict] = {}
+    for run in range(opts.runs):
+        seed = opts.seed + run
+        fake_seed = opts.seed + run * FAKE_SEED_STRIDE
+        frame_passes: dict[tuple, tuple] = {}
+        for proto in protos:
+            if isinstance(proto, video.ClipProtocol):
+                det = ev.detector(proto.detector)
+                r, cached = ev.real_stats(
+                    {"protocol": proto.describe(), "detector": det.sha256, "seed": seed},
+                    lambda: video.real_clip_stats(proto, real, det, seed, opts.clip_batch, 0, opts.progress))
+                f = video.fake_clip_stats(proto, fake, det, fake_seed, opts.clip_batch, 0, opts.progress)
+                e = entries.setdefault(proto.name, _entry(proto.name, proto, det, proto.real_policy))
+                _log(e, frechet_from_stats(r, f), r.meta, f.meta, seed, cached)
+            elif isinstance(proto, image.FrameProtocol):
+                det = ev.detector(proto.detector)
+                key = proto.pass_key()
+                if key not in frame_passes:  # one pass serves fid / kid / pr on the same frames
+                    reservoir = max((p.reservoir for p in protos if isinstance(p, image.FrameProtocol)
+                                     and p.pass_key() == key), default=0)
+                    r, cached = ev.real_stats(
+                        {"pass": list(key), "weighting": "1/len(video)", "detector": det.sha256,
+                         "reservoir": reservoir, "seed": seed},
+                        lambda: image.real_frame_stats(det, real, reservoir, seed, opts.frame_batch,
+                                                       opts.progress))
+                    f = image.fake_frame_stats(det, fake, proto.num_fake, proto.fake_clip_frames,
+                                               reservoir, fake_seed, opts.frame_batch, opts.progress)
+                    frame_passes[key] = (r, f, cached)
+                r, f, cached = frame_passes[key]
+                if proto.kind in ("fid", "fd_dinov2"):
+                    e = entries.setdefault(proto.name, _entry(proto.name, proto, det, "all frames"))
+                    _log(e, frechet_from_stats(r, f), r.meta, f.meta, seed, cached)
+                elif proto.kind == "kid":
+                    k = kernel_inception_distance(r.features(), f.features(), proto.kid_subsets,
+                                                  proto.kid_subset_size, seed)
+                    e = entries.setdefault(proto.name, _entry(proto.name, proto, det, "all frames"))
+                    _log(e, k.value, r.meta, f.meta, seed, cached)
+                    e.setdefault("subset_std", []).append(k.std)
+                else:
+                    pr = precision_recall(r.features(), f.features(), proto.pr_k)
+                    for part in ("precision", "recall"):
+                        name = f"{proto.name}_{part}"
+                        e = entries.setdefault(name, _entry(name, proto, det, "all frames"))
+                        _log(e, getattr(pr, part), r.meta, f.meta, seed, cached)
+            else:
+                real_c, fake_c, info = video.colour_curves(proto, real, fake, seed, fake_seed)
+                e = entries.setdefault(proto.name, _entry(proto.name, proto, None, proto.real_policy))
+                _log(e, float(np.abs(real_c - fake_c).mean()), {"count": info["num_real"]},
+                     {"count": info["num_fake"], "seeds": info.get("seeds", info.get("videos"))},
+                     seed, False)
+                c = curves.setdefault(proto.name, {"real": [], "fake": []})
+                c["real"].append(real_c.tolist())
+                c["fake"].append(fake_c.tolist())
+    for e in entries.values():
+        vals = np.asarray(e["values"])
+        e["value"] = float(vals.mean())
+        e["std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        e["runs"] = len(vals)
+    for name, c in curves.items():
+        entries[name]["curves"] = {k: np.mean(v, axis=0).tolist() for k, v in c.items()}
+    return {
+        "vidgen_version": vidgen.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "real": {"path": real.path, "manifest_sha256": real.manifest_sha256, "videos": len(real.videos)},
+        "fake": {"kind": fake.kind, "path": fake.path, "checkpoint_step": fake.checkpoint_step},
+        "runs": opts.runs, "seed": opts.seed, "real_policy": opts.real_policy,
+        "detectors": {n: {"name": d.name, "sha256": d.sha256} for n, d in ev.detectors.items()},
+        "metrics": entries,
+    }
