@@ -1,0 +1,362 @@
+"""Sources -> an on-disk dataset: ``manifest.json`` + one folder per resolution of zip shards.
+
+Layout (every resolution lists the same clips, frame j of clip k at every resolution shows
+the same source frame; METHODS.md section 10):
+
+    DIR/manifest.json          clips, frame counts, fps, source checksums, capture times
+    DIR/report.json            skipped inputs / frames with the reason for each
+    DIR/36x64/000000.zip       JPEG frames 000000.jpg ... of clip 0 (stored, not deflated)
+    DIR/144x256/000000.zip
+
+Frames are centre-cropped to the target aspect ratio, then resized with an antialiased
+bicubic filter. The folder is built under a temporary name beside DIR and renamed when
+complete, so an interrupted run leaves nothing half-written and can simply be rerun.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from vidgen.data.sources import IMAGE_EXTS, VIDEO_EXTS, FolderSource, natural_key, open_source
+from vidgen.data.timestamps import capture_times
+from vidgen.errors import DataError
+
+MANIFEST = "manifest.json"
+FORMAT = "vidgen-dataset/1"
+
+
+@dataclass
+class PrepareConfig:
+    inputs: list[str]
+    out: str
+    resolutions: list[tuple[int, int]] = field(default_factory=lambda: [(36, 64)])
+    fps: float | None = None                     # resample videos to this rate (nearest frame)
+    trim: tuple[float, float | None] | None = None  # keep [start, end) seconds; end < 0: from the end
+    min_frames: int = 1
+    workers: int = 1
+    strict: bool = False
+    backend: str = "auto"
+    quality: int = 95
+    time_pattern: str | None = None
+    overwrite: bool = False
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'36x64' -> (36, 64) (height x width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        assert h > 0 and w > 0
+    except (ValueError, AssertionError):
+        raise DataError(f"resolution '{text}' is not HEIGHTxWIDTH, e.g. 36x64") from None
+    return h, w
+
+
+def res_name(res: tuple[int, int]) -> str:
+    return f"{res[0]}x{res[1]}"
+
+
+def parse_trim(text: str) -> tuple[float, float | None]:
+    """'START:END' seconds (END empty = to the end, negative = before the end)."""
+    try:
+        a, b = text.split(":")
+        return float(a or 0), (float(b) if b.strip() else None)
+    except ValueError:
+        raise DataError(f"--trim '{text}' is not START:END in seconds, e.g. 1.5:-2") from None
+
+
+def discover(inputs: list[str]) -> tuple[list[Path], list[dict]]:
+    """Input paths -> clip sources (videos, zips, frame folders) and ignored entries."""
+    clips, ignored = [], []
+
+    def visit(p: Path, top: bool):
+        if p.is_file():
+            if p.suffix.lower() in VIDEO_EXTS + (".zip",) or top:
+                clips.append(p)
+            elif p.suffix.lower() not in IMAGE_EXTS:
+                ignored.append({"path": str(p), "reason": "not a video, zip or frame folder"})
+            return
+        children = sorted(p.iterdir(), key=lambda c: natural_key(c.name))
+        if any(c.suffix.lower() in IMAGE_EXTS and c.is_file() for c in children):
+            clips.append(p)  # a frame folder is one clip; its files are frames
+            return
+        for c in children:
+            if not c.name.startswith("."):
+                visit(c, False)
+
+    for text in inputs:
+        p = Path(text)
+        if not p.exists():
+            raise DataError(f"{p}: no such file or folder")
+        visit(p, True)
+    return clips, ignored
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted((f for f in path.iterdir() if f.is_file()),
+                                                 key=lambda f: natural_key(f.name))
+    for f in files:
+        if path.is_dir():
+            h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def select_frames(times: np.ndarray | None, n: int, fps: float | None,
+                  trim: tuple[float, float | None] | None) -> np.ndarray:
+    """Indices of the frames to keep: inside the trim window, resampled to ``fps`` by taking
+    the frame nearest to each tick k / fps (VFR-safe: uses the real timestamps)."""
+    if times is None:
+        return np.arange(n)
+    t0, t1 = 0.0, float(times[-1]) + 1e-9
+    if trim:
+        t0 = trim[0]
+        if trim[1] is not None:
+            t1 = trim[1] if trim[1] >= 0 else float(times[-1]) + trim[1]
+    inside = np.flatnonzero((times >= t0 - 1e-9) & (times < t1))
+    if fps is None or inside.size == 0:
+        return inside
+    ticks = np.arange(t0 if trim else 0.0, t1, 1.0 / fps)
+    ticks = ticks[(ticks >= times[inside[0]] - 0.5 / fps) & (ticks <= times[inside[-1]] + 0.5 / fps)]
+    sub = times[inside]
+    pos = np.clip(np.searchsorted(sub, ticks), 1, len(sub) - 1) if len(sub) > 1 else np.zeros(len(ticks), int)
+    if len(sub) > 1:
+        pos = np.where(np.abs(sub[pos - 1] - ticks) <= np.abs(sub[pos] - ticks), pos - 1, pos)
+    return inside[pos]
+
+
+def crop_resize(frame: np.ndarray, res: tuple[int, int]) -> Image.Image:
+    """uint8 [H, W, 3] -> PIL image of ``res`` (h, w): centre crop to the aspect, then resize."""
+    h, w = frame.shape[:2]
+    th, tw = res
+    if h * tw > w * th:   # too tall: crop rows
+        ch, cw = w * th / tw, w
+    else:                 # too wide: crop columns
+        ch, cw = h, h * tw / th
+    box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+    # PIL scales the filter support with the reduction factor: an antialiased resize
+    return Image.fromarray(frame).resize((tw, th), Image.Resampling.BICUBIC, box=box)
+
+
+def _prepare_clip(job: dict) -> dict:
+    """Worker: one source -> its zip shards at every resolution; returns the manifest entry."""
+    path, tmp, cid = Path(job["path"]), Path(job["tmp"]), job["id"]
+    src = open_source(path, backend=job["backend"])
+    with src:
+        meta = src.meta
+        keep, times, skipped, notes = np.arange(len(src)), None, [], []
+        if isinstance(src, FolderSource):
+            rep = capture_times(src.files, pattern=job["time_pattern"])
+            if any(t is not None for t in rep.times):  # a time-stamped sequence
+                for name, reason in rep.unparseable:
+                    skipped.append({"path": str(path / name), "reason": f"unreadable timestamp: {reason}"})
+                seen, ok = set(), []
+                for i, t in enumerate(rep.times):
+                    if t is None:
+                        continue
+                    if t in seen:
+                        skipped.append({"path": str(src.files[i]), "reason": "duplicate capture time "
+                                        f"{t.isoformat()}"})
+                        continue
+                    seen.add(t)
+                    ok.append(i)
+                if rep.out_of_order:
+                    notes.append(f"{len(rep.out_of_order)} frames out of time order by name; sorted by time")
+                ok.sort(key=lambda i: rep.times[i])
+                keep = np.asarray(ok, dtype=np.int64)
+                times = [rep.times[i].isoformat() for i in keep]
+        else:
+            keep = select_frames(src.times(), len(src), job["fps"], job["trim"])
+        if len(keep) < job["min_frames"]:
+            raise DataError(f"{path}: {len(keep)} usable frames, fewer than --min-frames {job['min_frames']}")
+        writers = {}
+        try:
+            for res in job["resolutions"]:
+                folder = tmp / res_name(res)
+                folder.mkdir(parents=True, exist_ok=True)
+                writers[res] = zipfile.ZipFile(folder / f"{cid}.zip", "w", zipfile.ZIP_STORED)
+            for start in range(0, len(keep), 32):
+                chunk = src.get(keep[start:start + 32])
+                for j, frame in enumerate(chunk, start):
+                    for res, zf in writers.items():
+                        buf = io.BytesIO()
+                        crop_resize(frame, res).save(buf, "JPEG", quality=job["quality"], subsampling=0)
+                        zf.writestr(f"{j:06d}.jpg", buf.getvalue())
+        finally:
+            for zf in writers.values():
+                zf.close()
+    fps = job["fps"] if (job["fps"] and times is None and meta.fps) else meta.fps
+    return {"id": cid, "name": path.stem if path.is_file() else path.name, "source": str(path),
+            "kind": meta.backend if meta.backend in ("folder", "zip") else "video",
+            "sha256": sha256_of(path), "num_frames": int(len(keep)), "fps": fps,
+            "source_frames": len(src), "source_size": [meta.height, meta.width], "vfr": meta.vfr,
+            "source_indices": [int(i) for i in keep], "times": times,
+            "_skipped": skipped, "_notes": notes}
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def prepare(cfg: PrepareConfig, log=None) -> dict:
+    """Build the dataset; returns the report. Raises DataError when nothing was usable or,
+    with ``strict``, when anything was skipped (then nothing is written)."""
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    out = Path(cfg.out).resolve()
+    if out.exists() and not cfg.overwrite:
+        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
+    sources, skipped = discover(cfg.inputs)
+    for s in skipped:
+        log(f"skip {s['path']}: {s['reason']}")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp.mkdir(parents=True)
+    try:
+        jobs = [{"path": str(p), "tmp": str(tmp), "id": f"{k:06d}", "backend": cfg.backend,
+                 "fps": cfg.fps, "trim": cfg.trim, "min_frames": cfg.min_frames,
+                 "resolutions": cfg.resolutions, "quality": cfg.quality,
+                 "time_pattern": cfg.time_pattern} for k, p in enumerate(sources)]
+        clips = []
+        for job, result in _run_jobs(jobs, cfg.workers):
+            if isinstance(result, DataError):
+                msg = str(result)
+                reason = msg[len(job["path"]) + 2:] if msg.startswith(job["path"] + ": ") else msg
+                skipped.append({"path": job["path"], "reason": reason})
+                log(f"skip {job['path']}: {reason}")
+                for res in cfg.resolutions:  # drop a partial shard of the failed clip
+                    (tmp / res_name(res) / f"{job['id']}.zip").unlink(missing_ok=True)
+                continue
+            for s in result.pop("_skipped"):
+                skipped.append(s)
+                log(f"skip {s['path']}: {s['reason']}")
+            for note in result.pop("_notes"):
+                log(f"note {job['path']}: {note}")
+            clips.append(result)
+        report = {"clips": len(clips), "frames": sum(c["num_frames"] for c in clips),
+                  "skipped": skipped, "out": str(out)}
+        if not clips:
+            raise DataError(f"no usable clip in {', '.join(cfg.inputs)} ({len(skipped)} inputs skipped, "
+                            "see the lines above)")
+        if cfg.strict and skipped:
+            raise DataError(f"--strict: {len(skipped)} inputs or frames were skipped; fix them or drop --strict")
+        manifest = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(),
+                    "resolutions": [res_name(r) for r in cfg.resolutions], "fps": cfg.fps,
+                    "options": {k: v for k, v in asdict(cfg).items() if k not in ("inputs", "out")},
+                    "inputs": [str(Path(i).resolve()) for i in cfg.inputs],
+                    "num_frames": report["frames"], "clips": clips}
+        _write_json(tmp / "report.json", report)
+        _write_json(tmp / MANIFEST, manifest)
+        _publish(tmp, out)
+        return report
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _run_jobs(jobs: list[dict], workers: int):
+    """Yield (job, manifest entry or DataError) in job order, with a progress bar."""
+    bar = tqdm(total=len(jobs), desc="prepare", unit="clip", file=sys.stderr, disable=None)
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            try:
+                yield job, _prepare_clip(job)
+            except DataError as exc:
+                yield job, exc
+            bar.update()
+    else:
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_prepare_clip, job) for job in jobs]
+            for job, fut in zip(jobs, futures):
+                try:
+                    yield job, fut.result()
+                except DataError as exc:
+                    yield job, exc
+                bar.update()
+    bar.close()
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished temporary folder into place (replacing an old one if allowed)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_manifest(root: str | Path) -> dict:
+    path = Path(root) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the dataset manifest ({exc}); rerun `vidgen data prepare`") from None
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: format {manifest.get('format')!r} is not {FORMAT}; rerun `vidgen data prepare`")
+    return manifest
+
+
+# ---------------------------------------------------------------- benchmark definitions
+
+def benchmark_spec(name: str, search=None) -> tuple[Path, dict]:
+    """Load ``datasets/NAME.yaml`` (a benchmark definition) from the repository or cwd."""
+    import yaml
+
+    roots = search or [Path.cwd() / "datasets", Path(__file__).resolve().parents[2] / "datasets"]
+    for root in roots:
+        path = Path(root) / f"{name}.yaml"
+        if path.is_file():
+            try:
+                spec = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise DataError(f"{path}: not valid YAML ({exc})") from None
+            if not isinstance(spec, dict):
+                raise DataError(f"{path}: expected a mapping of benchmark settings")
+            return path, spec
+    raise DataError(f"benchmark '{name}': definition datasets/{name}.yaml not found "
+                    f"(looked in {', '.join(str(r) for r in roots)}); add it or drop --benchmark")
+
+
+def check_benchmark(spec_path: Path, spec: dict, manifest: dict) -> list[str]:
+    """Differences between a prepared dataset and its definition's expected clip count
+    (``clips``), ``fps`` and ``resolutions``; empty when it matches."""
+    problems = []
+    want = spec.get("clips", spec.get("clip_count"))
+    if isinstance(want, dict):
+        want = want.get("count")
+    if want is not None and int(want) != len(manifest["clips"]):
+        problems.append(f"{len(manifest['clips'])} clips, {spec_path.name} expects {want}")
+    if spec.get("fps") is not None:
+        fps = {round(float(c["fps"]), 3) for c in manifest["clips"] if c.get("fps")}
+        if fps != {round(float(spec["fps"]), 3)}:
+            problems.append(f"fps {sorted(fps)}, {spec_path.name} expects {spec['fps']}")
+    if spec.get("resolutions"):
+        want_res = {res_name(parse_resolution(str(r))) for r in spec["resolutions"]}
+        missing = want_res - set(manifest["resolutions"])
+        if missing:
+            problems.append(f"resolutions {sorted(missing)} missing ({spec_path.name})")
+    return problems
