@@ -1,15 +1,21 @@
 """`vidgen data prepare` / `inspect`: dataset layout, bad inputs, atomicity, benchmark hook."""
 
 import json
-import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import yaml
+
 from vidgen.cli import main
-from vidgen.data.prepare import PrepareConfig, load_manifest, prepare, select_frames
+from vidgen.data.benchmarks import REAL_POLICIES, load_benchmark
+from vidgen.data.prepare import PrepareConfig, load_manifest, open_prepared, prepare, select_frames
+from vidgen.data.sources import ZipSource
 from vidgen.data.synthetic import make_drive
-from vidgen.errors import DataError
+from vidgen.errors import ConfigError, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +100,102 @@ def test_existing_output_and_stale_temp(tmp_path, drives):
     assert len(load_manifest(out)["clips"]) == 2
 
 
+def _definition(path, **over):
+    """Write a small but complete benchmark definition (the schema of datasets/*.yaml)."""
+    spec = {"name": path.stem, "title": "toy", "paper": "none", "source": {"url": "file:///toy"},
+            "licence": "CC0", "videos": 2, "clips": 2, "fps": 10, "resolutions": ["16x16"],
+            "split": "train", "real_policy": "per_video", "protocols": ["fvd2048_16f"]}
+    spec.update(over)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_every_benchmark_definition_loads():
+    files = sorted((ROOT / "datasets").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"horseback", "mtb", "sky_timelapse", "acid", "amos"}
+    for f in files:
+        b = load_benchmark(f)
+        assert b.name == f.stem and b.path == f and len(b.sha256) == 64
+        assert b.real_policy in REAL_POLICIES and b.protocols
+        assert all(h > 0 and w > 0 for h, w in b.resolution_sizes())
+        assert load_benchmark(f.stem).sha256 == b.sha256  # found by name too
+    assert load_benchmark("mtb").resolution_sizes() == [(36, 64), (144, 256)]
+    assert (load_benchmark("horseback").clips, load_benchmark("horseback").fps) == (66, 30)
+
+
+def test_benchmark_definition_errors_name_file_and_key(tmp_path):
+    bad = _definition(tmp_path / "toy.yaml", clips="many")
+    with pytest.raises(ConfigError, match=r"toy.yaml: key 'clips' must be int/null"):
+        load_benchmark(bad)
+    spec = yaml.safe_load(_definition(tmp_path / "toy.yaml").read_text())
+    del spec["licence"]
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="missing key 'licence'"):
+        load_benchmark(tmp_path / "toy.yaml")
+    with pytest.raises(ConfigError, match="unknown key 'clip_count'"):
+        load_benchmark(_definition(tmp_path / "toy.yaml", clip_count=3))
+    with pytest.raises(ConfigError, match="real_policy"):
+        load_benchmark(_definition(tmp_path / "toy.yaml", real_policy="first"))
+    with pytest.raises(ConfigError, match="HEIGHTxWIDTH"):
+        load_benchmark(_definition(tmp_path / "toy.yaml", resolutions=["16 by 16"]))
+    with pytest.raises(ConfigError, match="expected the file name 'toy'"):
+        load_benchmark(_definition(tmp_path / "toy.yaml", name="other"))
+
+
 def test_benchmark_hook(tmp_path, drives, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VIDGEN_DATASETS", raising=False)
     assert main(["data", "prepare", "--benchmark", "nosuch", "--from", str(drives), "--out", "x"]) == 2
     assert "datasets/nosuch.yaml not found" in capsys.readouterr().err
-    (tmp_path / "datasets").mkdir()
-    (tmp_path / "datasets" / "toy.yaml").write_text("clips: 2\nfps: 10\nresolutions: [16x16]\n")
-    assert main(["data", "prepare", "--benchmark", "toy", "--from", str(drives), "--out", "a"]) == 0
-    assert load_manifest(tmp_path / "a")["resolutions"] == ["16x16"]
-    (tmp_path / "datasets" / "toy3.yaml").write_text("clips: 3\nresolutions: [16x16]\n")
+    # a definition given by path: its resolutions and fps are the defaults, the check passes
+    toy = _definition(tmp_path / "defs" / "toy.yaml")
+    assert main(["data", "prepare", "--benchmark", str(toy), "--from", str(drives), "--out", "a"]) == 0
+    m = load_manifest(tmp_path / "a")
+    assert m["resolutions"] == ["16x16"] and m["fps"] == 10
+    assert m["benchmark"]["name"] == "toy" and m["benchmark"]["problems"] == []
+    assert "matches benchmark toy" in capsys.readouterr().out
+    # by name, from ./datasets: a clip-count mismatch is reported (written, exit 2)
+    _definition(tmp_path / "datasets" / "toy3.yaml", clips=3)
     assert main(["data", "prepare", "--benchmark", "toy3", "--from", str(drives), "--out", "b"]) == 2
     assert "expects 3" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["benchmark"]["problems"] == [
+        "2 clips, toy3.yaml expects 3"]
+    # ... and with --strict nothing is written
+    assert main(["data", "prepare", "--benchmark", "toy3", "--from", str(drives), "--out", "c",
+                 "--strict"]) == 2
+    assert "expects 3" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    # $VIDGEN_DATASETS replaces the search folders; fps and missing resolutions are checked
+    _definition(tmp_path / "env" / "toy25.yaml", fps=25, resolutions=["16x16", "8x8"])
+    monkeypatch.setenv("VIDGEN_DATASETS", str(tmp_path / "env"))
+    assert main(["data", "prepare", "--benchmark", "toy25", "--from", str(drives), "--out", "d",
+                 "--fps", "10", "--resolution", "16x16"]) == 2
+    err = capsys.readouterr().err
+    assert "fps [10.0], toy25.yaml expects 25" in err and "['8x8'] missing" in err
+    # a broken definition fails before anything is decoded
+    _definition(tmp_path / "env" / "broken.yaml", fps="fast")
+    assert main(["data", "prepare", "--benchmark", "broken", "--from", str(drives), "--out", "e"]) == 2
+    assert "broken.yaml: key 'fps'" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_open_prepared_reads_shards_and_checks_them(tmp_path, drives):
+    out = tmp_path / "ds"
+    prepare(PrepareConfig(inputs=[str(drives)], out=str(out), resolutions=[(24, 32), (16, 16)]))
+    m, res, clips = open_prepared(out)
+    assert res == "24x32" and len(clips) == 2  # default: the largest prepared resolution
+    assert open_prepared(out, "16x16")[1] == "16x16" and open_prepared(out, (16, 16))[1] == "16x16"
+    frames = clips[0].get([39, 0, 39])
+    assert frames.shape == (3, 24, 32, 3) and np.array_equal(frames[0], frames[2])
+    assert np.array_equal(frames, ZipSource(out / "24x32" / "000000.zip").get([39, 0, 39]))
+    with pytest.raises(DataError, match=r"no 8x8 shards \(prepared: 24x32, 16x16\)"):
+        open_prepared(out, "8x8")
+    m["clips"][1]["num_frames"] = 41  # a manifest that disagrees with its shard
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DataError, match="41 of 24x32; rerun `vidgen data prepare`"):
+        open_prepared(out)[2][1].get([0])
+    (out / "16x16" / "000001.zip").unlink()
+    with pytest.raises(DataError, match="shards of clips 000001 are missing"):
+        open_prepared(out, "16x16")
 
 
 def test_inspect_writes_contact_sheet(tmp_path, drives, capsys):
@@ -118,3 +209,18 @@ def test_inspect_writes_contact_sheet(tmp_path, drives, capsys):
     assert sheet.ndim == 3 and sheet.shape[1] >= 4 * 16
     assert main(["data", "inspect", str(drives / "drive_000.mp4"), "--png", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file() and '"num_frames": 40' in capsys.readouterr().out
+
+
+def test_fileio_atomic_writes_and_checksums(tmp_path):
+    import hashlib
+
+    from vidgen.data.fileio import atomic_path, sha256_file, write_json
+
+    p = write_json(tmp_path / "sub" / "a.json", {"x": [1, 2]})
+    assert json.loads(p.read_text()) == {"x": [1, 2]}
+    assert sha256_file(p) == hashlib.sha256(p.read_bytes()).hexdigest()
+    with pytest.raises(RuntimeError):  # a failed write leaves the old file and no temporary
+        with atomic_path(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert json.loads(p.read_text()) == {"x": [1, 2]} and sorted(q.name for q in p.parent.iterdir()) == ["a.json"]

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from vidgen.errors import ConfigError, VidgenError
-from vidgen.metrics.benchmarks import benchmarks_dir, list_benchmarks, load_benchmark
+from vidgen.data.benchmarks import list_benchmarks, load_benchmark
 from vidgen.metrics.detectors import RandomDetector
-from vidgen.metrics.evaluate import EvalOptions, evaluate
+from vidgen.metrics.evaluate import EvalOptions, benchmark_metrics, evaluate
 from vidgen.metrics.inputs import ArrayVideo, FakeVideos, RealVideos
 from vidgen.metrics.report import ENTRY_FIELDS, write_report
 
@@ -128,19 +128,21 @@ def test_cli_end_to_end_and_missing_detector(tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err
 
 
-def test_benchmark_definitions_load_and_validate(tmp_path):
+def test_benchmark_definitions_load_and_validate(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIDGEN_DATASETS", raising=False)
     names = list_benchmarks()
     assert {"horseback", "mtb", "sky_timelapse", "acid", "amos"} <= set(names)
     mtb = load_benchmark("mtb")
-    assert (mtb["clips"], mtb["videos"], mtb["licence"]) == (1202, 28, "CC BY 4.0")
-    assert load_benchmark("horseback")["clips"] == 66
-    for name in names:
-        assert load_benchmark(name)["resolutions"]
-    spec = yaml.safe_load((benchmarks_dir() / "mtb.yaml").read_text())
+    assert (mtb.clips, mtb.videos, mtb.licence) == (1202, 28, "CC BY 4.0")
+    assert load_benchmark("horseback").clips == 66
+    for name in names:  # every definition's protocols are metric names of `vidgen eval`
+        bench = load_benchmark(name)
+        assert bench.resolutions and benchmark_metrics(bench) == bench.protocols
+    spec = yaml.safe_load(mtb.path.read_text())
     spec["protocols"] = ["fvd2048_16f", "fvdd"]
     (tmp_path / "mtb.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match="fvdd"):
-        load_benchmark(str(tmp_path / "mtb.yaml"))
+        benchmark_metrics(load_benchmark(str(tmp_path / "mtb.yaml")))
     spec["protocols"], spec["resolutions"] = ["fvd2048_16f"], ["144 by 256"]
     (tmp_path / "mtb.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match="resolution"):

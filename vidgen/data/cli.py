@@ -17,6 +17,9 @@ PREPARE_EPILOG = """examples:
   vidgen data prepare clip.mp4 frames/ --out data/small --trim 1:-1 --min-frames 128 --workers 2
   vidgen data prepare webcam/ --out data/cam --time-pattern '%Y_%m%d_%H%M0' --resolution 64x64
   vidgen data prepare --benchmark mtb --from downloads/mtb --out data/mtb
+  vidgen data prepare --benchmark my_defs/cams.yaml --from downloads/cams --out data/cams
+With --benchmark the clip count, fps and resolutions are checked against the definition
+(recorded in manifest.json); a mismatch exits non-zero (with --strict nothing is written).
 Bad inputs are skipped with one line each and listed in DIR/report.json; the exit status is
 non-zero only when nothing was usable, or with --strict when anything was skipped."""
 
@@ -54,7 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the shards")
     p.add_argument("--time-pattern", help="strftime pattern of capture times in frame names")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
-    p.add_argument("--benchmark", metavar="NAME", help="validate against datasets/NAME.yaml")
+    p.add_argument("--benchmark", metavar="NAME",
+                   help="check the result against a benchmark definition: datasets/NAME.yaml or a "
+                        "path to a YAML file (its resolutions and fps are the defaults)")
     p.add_argument("--from", dest="from_dir", metavar="DIR", help="raw sources of --benchmark")
     p.set_defaults(func=cmd_prepare)
 
@@ -80,21 +85,20 @@ def register(subparsers) -> None:
 
 
 def cmd_prepare(args) -> int:
-    from vidgen.data.prepare import (PrepareConfig, benchmark_spec, check_benchmark, load_manifest,
-                                     parse_resolution, parse_trim, prepare)
+    from vidgen.data.prepare import PrepareConfig, parse_resolution, parse_trim, prepare
 
-    spec_path = spec = None
+    bench = None
     inputs = list(args.inputs)
-    resolutions = args.resolution
-    fps = args.fps
+    resolutions, fps = args.resolution, args.fps
     if args.benchmark:
-        spec_path, spec = benchmark_spec(args.benchmark)
+        from vidgen.data.benchmarks import load_benchmark
+
+        bench = load_benchmark(args.benchmark)  # a bad definition fails before any decoding
         if not args.from_dir:
             raise DataError(f"--benchmark {args.benchmark} needs --from DIR (its downloaded sources)")
-        inputs.append(args.from_dir)
-        resolutions = resolutions or [str(r) for r in spec.get("resolutions") or []] or None
-        fps = fps if fps is not None else spec.get("fps")
-    elif args.from_dir:
+        resolutions = resolutions or list(bench.resolutions)
+        fps = fps if fps is not None else bench.fps
+    if args.from_dir:
         inputs.append(args.from_dir)
     if not inputs:
         raise DataError("no inputs: give video files or folders (or --benchmark NAME --from DIR)")
@@ -103,15 +107,17 @@ def cmd_prepare(args) -> int:
                         fps=fps, trim=parse_trim(args.trim) if args.trim else None,
                         min_frames=args.min_frames, workers=args.workers, strict=args.strict,
                         backend=args.backend, quality=args.quality, time_pattern=args.time_pattern,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite,
+                        benchmark=str(bench.path.resolve()) if bench is not None else None)
     report = prepare(cfg)
     print(f"{args.out}: {report['clips']} clips, {report['frames']} frames, "
           f"{len(report['skipped'])} skipped (see report.json)")
-    if spec is not None:
-        problems = check_benchmark(spec_path, spec, load_manifest(args.out))
+    if bench is not None:
+        problems = report["benchmark"]["problems"]
         if problems:
-            raise DataError(f"{args.out} does not match benchmark {args.benchmark}: " + "; ".join(problems))
-        print(f"matches {spec_path}")
+            raise DataError(f"{args.out} was written but does not match benchmark {bench.name} "
+                            f"({bench.path}): " + "; ".join(problems))
+        print(f"matches benchmark {bench.name} ({bench.path})")
     return 0
 
 
@@ -123,13 +129,13 @@ def _sheet(rows: list[np.ndarray], labels: list[str], png: Path, ncols: int) -> 
 
 
 def cmd_inspect(args) -> int:
-    from vidgen.data.prepare import MANIFEST, load_manifest
-    from vidgen.data.sources import ZipSource, open_source
+    from vidgen.data.prepare import is_prepared, open_prepared
+    from vidgen.data.sources import open_source
 
     path = Path(args.path)
     rows, labels = [], []
-    if (path / MANIFEST).is_file():
-        m = load_manifest(path)
+    if is_prepared(path):
+        m, _, sources = open_prepared(path)  # shards at the largest prepared resolution
         clips = m["clips"]
         lengths = [c["num_frames"] for c in clips]
         print(f"{path}: {len(clips)} clips, {sum(lengths)} frames (min {min(lengths)}, "
@@ -141,9 +147,7 @@ def cmd_inspect(args) -> int:
             print(f"  {c['id']} {c['name']}: {c['num_frames']} frames, fps {c['fps']}, from {c['source']}")
         if len(clips) > 20:
             print(f"  ... {len(clips) - 20} more")
-        res = m["resolutions"][-1]
-        for c in clips[:args.clips]:
-            src = ZipSource(path / res / f"{c['id']}.zip")
+        for c, src in zip(clips[:args.clips], sources):
             rows.append(src.get(np.linspace(0, len(src) - 1, args.frames).round().astype(int)))
             labels += [c["name"][:16]] + [""] * (args.frames - 1)
         png = Path(args.png) if args.png else path / "contact_sheet.png"

@@ -32,7 +32,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vidgen.data.sources import IMAGE_EXTS, VIDEO_EXTS, FolderSource, natural_key, open_source
+from vidgen.data.fileio import sha256_file, update_sha256, write_json
+from vidgen.data.sources import (IMAGE_EXTS, VIDEO_EXTS, FolderSource, FrameSource, SourceMeta,
+                                 ZipSource, natural_key, open_source)
 from vidgen.data.timestamps import capture_times
 from vidgen.errors import DataError
 
@@ -54,6 +56,7 @@ class PrepareConfig:
     quality: int = 95
     time_pattern: str | None = None
     overwrite: bool = False
+    benchmark: str | None = None  # definition (name or YAML path) the result must match
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -107,15 +110,13 @@ def discover(inputs: list[str]) -> tuple[list[Path], list[dict]]:
 
 
 def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, or of a frame folder (every file's name and bytes, in frame order)."""
+    if path.is_file():
+        return sha256_file(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted((f for f in path.iterdir() if f.is_file()),
-                                                 key=lambda f: natural_key(f.name))
-    for f in files:
-        if path.is_dir():
-            h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+    for f in sorted((f for f in path.iterdir() if f.is_file()), key=lambda f: natural_key(f.name)):
+        h.update(f.name.encode() + b"\0")
+        update_sha256(h, f)
     return h.hexdigest()
 
 
@@ -211,15 +212,6 @@ def _prepare_clip(job: dict) -> dict:
             "_skipped": skipped, "_notes": notes}
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def prepare(cfg: PrepareConfig, log=None) -> dict:
     """Build the dataset; returns the report. Raises DataError when nothing was usable or,
     with ``strict``, when anything was skipped (then nothing is written)."""
@@ -267,8 +259,10 @@ def prepare(cfg: PrepareConfig, log=None) -> dict:
                     "options": {k: v for k, v in asdict(cfg).items() if k not in ("inputs", "out")},
                     "inputs": [str(Path(i).resolve()) for i in cfg.inputs],
                     "num_frames": report["frames"], "clips": clips}
-        _write_json(tmp / "report.json", report)
-        _write_json(tmp / MANIFEST, manifest)
+        if cfg.benchmark:
+            _check_benchmark(cfg, manifest, report, log)
+        write_json(tmp / "report.json", report)
+        write_json(tmp / MANIFEST, manifest)
         _publish(tmp, out)
         return report
     except BaseException:
@@ -320,43 +314,80 @@ def load_manifest(root: str | Path) -> dict:
     return manifest
 
 
-# ---------------------------------------------------------------- benchmark definitions
+def _check_benchmark(cfg: PrepareConfig, manifest: dict, report: dict, log) -> None:
+    """Compare the finished dataset with its benchmark definition before it is published;
+    the outcome goes into the manifest and report.json. With ``strict`` a difference is an
+    error (nothing is written)."""
+    from vidgen.data.benchmarks import check_prepared, load_benchmark
 
-def benchmark_spec(name: str, search=None) -> tuple[Path, dict]:
-    """Load ``datasets/NAME.yaml`` (a benchmark definition) from the repository or cwd."""
-    import yaml
-
-    roots = search or [Path.cwd() / "datasets", Path(__file__).resolve().parents[2] / "datasets"]
-    for root in roots:
-        path = Path(root) / f"{name}.yaml"
-        if path.is_file():
-            try:
-                spec = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise DataError(f"{path}: not valid YAML ({exc})") from None
-            if not isinstance(spec, dict):
-                raise DataError(f"{path}: expected a mapping of benchmark settings")
-            return path, spec
-    raise DataError(f"benchmark '{name}': definition datasets/{name}.yaml not found "
-                    f"(looked in {', '.join(str(r) for r in roots)}); add it or drop --benchmark")
+    bench = load_benchmark(cfg.benchmark)
+    problems = check_prepared(bench, manifest)
+    manifest["benchmark"] = report["benchmark"] = {**bench.summary(), "problems": problems}
+    for p in problems:
+        log(f"benchmark {bench.name}: {p}")
+    if problems and cfg.strict:
+        raise DataError(f"--strict: the prepared data does not match benchmark {bench.name} "
+                        f"({'; '.join(problems)})")
 
 
-def check_benchmark(spec_path: Path, spec: dict, manifest: dict) -> list[str]:
-    """Differences between a prepared dataset and its definition's expected clip count
-    (``clips``), ``fps`` and ``resolutions``; empty when it matches."""
-    problems = []
-    want = spec.get("clips", spec.get("clip_count"))
-    if isinstance(want, dict):
-        want = want.get("count")
-    if want is not None and int(want) != len(manifest["clips"]):
-        problems.append(f"{len(manifest['clips'])} clips, {spec_path.name} expects {want}")
-    if spec.get("fps") is not None:
-        fps = {round(float(c["fps"]), 3) for c in manifest["clips"] if c.get("fps")}
-        if fps != {round(float(spec["fps"]), 3)}:
-            problems.append(f"fps {sorted(fps)}, {spec_path.name} expects {spec['fps']}")
-    if spec.get("resolutions"):
-        want_res = {res_name(parse_resolution(str(r))) for r in spec["resolutions"]}
-        missing = want_res - set(manifest["resolutions"])
-        if missing:
-            problems.append(f"resolutions {sorted(missing)} missing ({spec_path.name})")
-    return problems
+# ---------------------------------------------------------------- reading a prepared dataset
+
+def is_prepared(root: str | Path) -> bool:
+    return (Path(root) / MANIFEST).is_file()
+
+
+def pick_resolution(manifest: dict, resolution: str | tuple[int, int] | None, where: str = "") -> str:
+    """The prepared resolution to read: ``resolution`` when given (it must be prepared),
+    else the largest one (by pixel count)."""
+    have = manifest["resolutions"]
+    if resolution is None:
+        return max(have, key=lambda r: parse_resolution(r)[0] * parse_resolution(r)[1])
+    name = res_name(parse_resolution(resolution) if isinstance(resolution, str) else resolution)
+    if name not in have:
+        raise DataError(f"{where or 'dataset'}: no {name} shards (prepared: {', '.join(have)}); "
+                        "pick one of those or prepare that resolution")
+    return name
+
+
+class PreparedClip(FrameSource):
+    """One clip of a prepared dataset at one resolution (uint8 [T, H, W, 3] like any source).
+
+    Length, size and fps come from the manifest; the shard is opened (as a ZipSource) on the
+    first read, so listing thousands of clips costs nothing."""
+
+    def __init__(self, root: Path, res: str, clip: dict):
+        h, w = parse_resolution(res)
+        self.path, self._src = Path(root) / res / f"{clip['id']}.zip", None
+        n = int(clip["num_frames"])
+        self.meta = SourceMeta(path=str(self.path), num_frames=n, width=w, height=h, fps=clip.get("fps"),
+                               avg_fps=clip.get("fps"), duration=n / clip["fps"] if clip.get("fps") else None,
+                               vfr=False, backend="zip")
+
+    def _shard(self) -> ZipSource:
+        if self._src is None:
+            src = ZipSource(self.path)
+            if (len(src), src.meta.height, src.meta.width) != (len(self), self.meta.height, self.meta.width):
+                raise DataError(f"{self.path}: {len(src)} frames of {src.meta.height}x{src.meta.width}, the "
+                                f"manifest says {len(self)} of {self.meta.height}x{self.meta.width}; "
+                                "rerun `vidgen data prepare`")
+            self._src = src
+        return self._src
+
+    def _read(self, indices):
+        return self._shard()._read(indices)
+
+    def close(self) -> None:
+        if self._src is not None:
+            self._src.close()
+
+
+def open_prepared(root: str | Path, resolution=None) -> tuple[dict, str, list[PreparedClip]]:
+    """(manifest, resolution name, one source per clip) of a prepared dataset folder."""
+    root = Path(root)
+    manifest = load_manifest(root)
+    res = pick_resolution(manifest, resolution, str(root))
+    missing = [c["id"] for c in manifest["clips"] if not (root / res / f"{c['id']}.zip").is_file()]
+    if missing:
+        raise DataError(f"{root / res}: shards of clips {', '.join(missing[:5])} are missing; "
+                        "rerun `vidgen data prepare`")
+    return manifest, res, [PreparedClip(root, res, c) for c in manifest["clips"]]

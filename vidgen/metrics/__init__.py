@@ -7,7 +7,7 @@
     image.py       frame protocols (fid50k_full, fd_dinov2, kid, pr)
     extract.py     streaming detector passes     inputs.py   real / generated inputs
     evaluate.py    metrics x runs -> report      report.py   report.json / report.md / plots
-    benchmarks.py  datasets/*.yaml definitions   cli.py      `vidgen eval`
+    cli.py         `vidgen eval` (benchmark definitions: vidgen.data.benchmarks)
 """
 
 from vidgen.metrics.frechet import (FeatureStats, frechet_distance, kernel_inception_distance,

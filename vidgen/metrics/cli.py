@@ -10,11 +10,13 @@ from vidgen.errors import VidgenError
 EPILOG = """\
 examples:
   # FVD (two protocols) and frame FID of a checkpoint against a prepared dataset
-  vidgen eval --real data/mtb_144x256 --fake runs/00003-lvg/ckpt-000500.safetensors \\
+  # (`vidgen data prepare ... --out data/mtb`), read at 144x256
+  vidgen eval --real data/mtb --resolution 144x256 \\
+      --fake runs/00003-lvg/ckpt-000500.safetensors \\
       --metrics fvd2048_16f,fvd2048_128f,fid50k_full --out eval/mtb-500
 
   # the benchmark's default protocols, three runs (mean +- std), rendered videos as input
-  vidgen eval --benchmark mtb --real data/mtb_144x256 --fake renders/ --runs 3 --out eval/r
+  vidgen eval --benchmark mtb --real data/mtb --fake renders/ --runs 3 --out eval/r
 
   # detector files kept elsewhere, real statistics recomputed
   vidgen eval --real data/sky --fake renders/ --metrics fvd2048_16f --out eval/s \\
@@ -48,36 +50,33 @@ def _detector_overrides(items: list[str]) -> tuple[dict, dict]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from vidgen.metrics.evaluate import EvalOptions, evaluate
+    from vidgen.metrics.evaluate import EvalOptions, benchmark_metrics, evaluate, parse_metrics
     from vidgen.metrics.inputs import load_fake, load_real
     from vidgen.metrics.report import write_report
 
     bench = None
     if args.benchmark:
-        from vidgen.metrics.benchmarks import load_benchmark
+        from vidgen.data.benchmarks import load_benchmark
 
         bench = load_benchmark(args.benchmark)
     metrics = [m.strip() for m in (args.metrics or "").split(",") if m.strip()]
     if not metrics:
         if bench is None:
             raise VidgenError("--metrics is empty: name at least one metric or pass --benchmark NAME")
-        metrics = [str(p) for p in bench["protocols"]]
-    policy = args.real_policy or (bench["real_policy"] if bench else "per_video")
+        metrics = benchmark_metrics(bench)
+    policy = args.real_policy or (bench.real_policy if bench else "per_video")
     paths, built = _detector_overrides(args.detector or [])
     opts = EvalOptions(metrics=metrics, runs=args.runs, seed=args.seed, real_policy=policy,
                        clip_batch=args.clip_batch, frame_batch=args.frame_batch,
                        use_cache=not args.no_cache, device=args.device, detectors=built,
                        detector_paths=paths, detector_dir=args.detector_dir,
                        progress=not args.quiet)
-    from vidgen.metrics.evaluate import parse_metrics
-
     parse_metrics(metrics, policy)  # fail on a bad name before reading any data
-    real = load_real(args.real)
+    real = load_real(args.real, args.resolution)
     fake = load_fake(args.fake)
     report = evaluate(real, fake, opts)
     if bench is not None:
-        report["benchmark"] = {"name": bench["name"], "clips_expected": bench["clips"],
-                               "videos_expected": bench["videos"]}
+        report["benchmark"] = bench.summary()
     files = write_report(report, args.out)
     for e in report["metrics"].values():
         print(f"{e['name']:28s} {e['value']:.4f} +- {e['std']:.4f}  ({e['runs']} run(s))")
@@ -91,14 +90,20 @@ def register(subparsers) -> None:
         description="Evaluate generated videos against a real dataset under named protocols; "
                     "writes report.json, report.md and colour-change plots into --out.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--real", required=True, help="real dataset folder (videos, frame folders or frame zips)")
+    p.add_argument("--real", required=True,
+                   help="prepared dataset folder (manifest.json, from `vidgen data prepare`) or a "
+                        "folder of videos, frame folders or frame zips")
+    p.add_argument("--resolution", metavar="HxW",
+                   help="resolution of the real data to read: a prepared one (default: the largest "
+                        "prepared), or for a raw folder a centre crop + resize (default: native)")
     p.add_argument("--fake", required=True,
                    help="checkpoint file, folder of rendered videos, or module:function generator")
     p.add_argument("--metrics", default="",
                    help="comma-separated: fvd2048_16f,fvd2048_128f,fvd2048_128f_subsample8f,"
                         "fid50k_full,fd_dinov2,kid,pr,colour_change")
     p.add_argument("--out", required=True, help="output folder for report.json / report.md / plots")
-    p.add_argument("--benchmark", help="benchmark definition in datasets/ (default protocols, policy)")
+    p.add_argument("--benchmark", metavar="NAME",
+                   help="benchmark definition, datasets/NAME.yaml or a YAML path (default protocols, policy)")
     p.add_argument("--runs", type=int, default=1, help="repeat with new seeds; report mean +- std")
     p.add_argument("--seed", type=int, default=0, help="base seed of real sampling and generation")
     p.add_argument("--real-policy", choices=("per_video", "uniform"),

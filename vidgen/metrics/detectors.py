@@ -20,6 +20,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from vidgen.data.fileio import sha256_file
 from vidgen.errors import VidgenError
 
 
@@ -62,14 +63,6 @@ I3D_KWARGS = dict(rescale=True, resize=True, return_features=True)
 
 def cache_dir() -> Path:
     return Path(os.environ.get("VIDGEN_CACHE", "~/.cache/vidgen")).expanduser()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 _VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest, per process

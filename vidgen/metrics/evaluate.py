@@ -1,7 +1,7 @@
 """One evaluation: named metrics x K runs -> a report dict (every number says how it was made).
 
-Real statistics are cached under the hash of (dataset manifest, protocol, detector SHA-256,
-sampling seed); the seed is part of the key, so each run samples fresh real clip offsets
+Real statistics are cached under the hash of (dataset manifest, resolution read, protocol,
+detector SHA-256, sampling seed); the seed is part of the key, so each run samples fresh real clip offsets
 instead of freezing one draw.
 """
 
@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 import vidgen
-from vidgen.errors import VidgenError
+from vidgen.errors import ConfigError, VidgenError
 from vidgen.metrics import image, video
 from vidgen.metrics.detectors import Detector, cache_dir, load_detector
 from vidgen.metrics.frechet import (FeatureStats, frechet_from_stats, kernel_inception_distance,
@@ -58,6 +58,16 @@ def parse_metrics(names: list[str], real_policy: str = "per_video") -> list:
     return protos
 
 
+def benchmark_metrics(bench) -> list[str]:
+    """The default protocols of a benchmark definition (`vidgen.data.benchmarks.Benchmark`),
+    checked as metric names; a bad one is a ConfigError naming the definition file."""
+    try:
+        parse_metrics(list(bench.protocols), bench.real_policy)
+    except VidgenError as exc:
+        raise ConfigError(f"{bench.path}: key 'protocols': {exc}") from None
+    return list(bench.protocols)
+
+
 class _Evaluator:
     def __init__(self, real: RealVideos, fake: FakeVideos, opts: EvalOptions):
         self.real, self.fake, self.opts = real, fake, opts
@@ -72,7 +82,7 @@ class _Evaluator:
 
     def real_stats(self, key: dict, compute: Callable[[], FeatureStats]) -> tuple[FeatureStats, bool]:
         """Load real statistics from the cache, or compute (and store) them."""
-        key = {"manifest": self.real.manifest_sha256, **key}
+        key = {"manifest": self.real.manifest_sha256, "resolution": self.real.resolution, **key}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
         path = self.stats_dir / f"{digest[:32]}.safetensors"
         if self.opts.use_cache and path.is_file():
@@ -170,7 +180,8 @@ def evaluate(real: RealVideos, fake: FakeVideos, opts: EvalOptions) -> dict:
     return {
         "vidgen_version": vidgen.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "real": {"path": real.path, "manifest_sha256": real.manifest_sha256, "videos": len(real.videos)},
+        "real": {"path": real.path, "manifest_sha256": real.manifest_sha256, "videos": len(real.videos),
+                 "resolution": real.resolution, "prepared": real.prepared},
         "fake": {"kind": fake.kind, "path": fake.path, "checkpoint_step": fake.checkpoint_step},
         "runs": opts.runs, "seed": opts.seed, "real_policy": opts.real_policy,
         "detectors": {n: {"name": d.name, "sha256": d.sha256} for n, d in ev.detectors.items()},

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import scipy.linalg
 import torch
 from safetensors.torch import load_file, save_file
 
+from vidgen.data.fileio import atomic_path
 from vidgen.errors import VidgenError
 
 
@@ -134,20 +133,9 @@ class FeatureStats:
         """Write safetensors atomically; `meta` (JSON-able) is stored in the header."""
         info = {"dim": self.dim, "reservoir": self.reservoir, "seed": self.seed,
                 "num_items": self.num_items, "meta": self.meta if meta is None else meta}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        os.chmod(tmp, 0o644)
-        try:
-            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, tmp,
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp),
                       metadata={"vidgen_feature_stats": json.dumps(info)})
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "FeatureStats":

@@ -50,6 +50,8 @@ class RealVideos:
     manifest_sha256: str
     path: str = ""
     names: list[str] = field(default_factory=list)
+    resolution: str | None = None   # "HxW" read (None: each video's native size)
+    prepared: bool = False          # read from a `vidgen data prepare` dataset
 
     def lengths(self) -> list[int]:
         return [len(v) for v in self.videos]
@@ -92,7 +94,7 @@ def _take(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return frames[indices]
 
 
-# ---------------------------------------------------------------------- folders
+# ---------------------------------------------------------------------- real data
 def _media_entries(root: Path) -> list[Path]:
     from vidgen.data.sources import IMAGE_EXTS, VIDEO_EXTS
 
@@ -107,12 +109,9 @@ def _media_entries(root: Path) -> list[Path]:
     return entries
 
 
-def manifest_hash(root: Path, entries: list[Path]) -> str:
-    """SHA-256 of `manifest.json` when the folder has one (a prepared dataset), otherwise of
-    the sorted list of (relative path, size, mtime) of every entry: changes when data does."""
-    manifest = root / "manifest.json"
-    if manifest.is_file():
-        return hashlib.sha256(manifest.read_bytes()).hexdigest()
+def folder_hash(root: Path, entries: list[Path]) -> str:
+    """Identity of a raw folder: SHA-256 of the sorted (relative path, size, mtime) of every
+    file of every entry, so it changes when the data does (without reading every byte)."""
     rows = []
     for e in entries:
         files = sorted(e.rglob("*")) if e.is_dir() else [e]
@@ -126,22 +125,56 @@ def manifest_hash(root: Path, entries: list[Path]) -> str:
 def open_video_folder(path: str | Path) -> tuple[list, list[Path]]:
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise VidgenError(f"{root}: not a folder of videos / frame folders")
-    try:
-        from vidgen.data.sources import open_source
-    except ImportError as exc:
-        raise VidgenError("reading video folders needs vidgen.data.sources, which is not installed") from exc
+        raise VidgenError(f"{root}: not a folder of videos, frame folders or frame zips")
+    from vidgen.data.sources import open_source
+
     entries = _media_entries(root)
     if not entries:
         raise VidgenError(f"{root}: no videos, frame folders or frame zips found")
     return [open_source(e) for e in entries], entries
 
 
-def load_real(path: str | Path) -> RealVideos:
-    """A folder whose entries are videos, frame folders or frame zips (one entry = one video)."""
-    videos, entries = open_video_folder(path)
+class ResizedVideo:
+    """A raw video seen at ``res`` (h, w): centre crop + antialiased resize, the same
+    operation `vidgen data prepare` applies, so raw and prepared data give the same pixels."""
+
+    def __init__(self, video: VideoLike, res: tuple[int, int]):
+        self.video, self.res = video, res
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def get(self, indices) -> np.ndarray:
+        from vidgen.data.prepare import crop_resize
+
+        frames = self.video.get(indices)                 # uint8 [T, H, W, 3]
+        return np.stack([np.asarray(crop_resize(f, self.res)) for f in frames])
+
+
+def load_real(path: str | Path, resolution: str | None = None) -> RealVideos:
+    """Real videos for the metrics: a PREPARED dataset (manifest.json + one shard folder per
+    resolution, written by `vidgen data prepare`; ``resolution`` "HxW" picks one, default the
+    largest) or a raw folder whose entries are videos, frame folders or frame zips (one entry
+    = one video; ``resolution`` crop-resizes them). The cache identity is the SHA-256 of the
+    manifest (prepared) or of the folder listing (raw), together with the resolution."""
+    from vidgen.data.fileio import sha256_file
+    from vidgen.data.prepare import is_prepared, open_prepared, parse_resolution
+
     root = Path(path).expanduser()
-    return RealVideos(videos, manifest_hash(root, entries), str(root), [e.name for e in entries])
+    if not root.is_dir():
+        raise VidgenError(f"--real {root}: no such folder; pass a prepared dataset (with manifest.json) "
+                          "or a folder of videos / frame folders")
+    if is_prepared(root):
+        manifest, res, clips = open_prepared(root, resolution)
+        return RealVideos(clips, sha256_file(root / "manifest.json"), str(root),
+                          [c["name"] for c in manifest["clips"]], resolution=res, prepared=True)
+    videos, entries = open_video_folder(root)
+    if resolution is not None:
+        size = parse_resolution(resolution)
+        videos = [ResizedVideo(v, size) for v in videos]
+        resolution = f"{size[0]}x{size[1]}"
+    return RealVideos(videos, folder_hash(root, entries), str(root), [e.name for e in entries],
+                      resolution=resolution)
 
 
 def load_fake(spec: str) -> FakeVideos:

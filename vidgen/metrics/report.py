@@ -4,28 +4,13 @@ PNG plots (real vs generated), all written atomically."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from vidgen.data.fileio import write_bytes
 
 # Fields every metric entry carries (tests check them; the Markdown table shows most).
 ENTRY_FIELDS = ("name", "value", "std", "values", "runs", "protocol", "num_real", "num_fake",
                 "real_sampling", "seeds", "detector", "real_stats_cached")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are for people to read
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _fmt(x: float) -> str:
@@ -85,7 +70,7 @@ def write_report(report: dict, out: str | Path) -> dict[str, str]:
                 e["plot_skipped"] = skipped
             else:
                 files[name] = str(png)
-    write_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    write_atomic(out / "report.md", markdown(report).encode())
+    write_bytes(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_bytes(out / "report.md", markdown(report).encode())
     files["json"], files["md"] = str(out / "report.json"), str(out / "report.md")
     return files

@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from vidgen.data.benchmarks import REAL_POLICIES
 from vidgen.errors import VidgenError
 from vidgen.metrics.detectors import Detector
 from vidgen.metrics.extract import extract
 from vidgen.metrics.frechet import FeatureStats
 from vidgen.metrics.inputs import FakeVideos, RealVideos
 
-POLICIES = ("per_video", "uniform")
+POLICIES = REAL_POLICIES  # defined with the benchmark schema (vidgen.data.benchmarks)
 _FVD = re.compile(r"^fvd(\d+)_(\d+)f(?:_subsample(\d+)f)?$")
 _COLOUR = re.compile(r"^colou?r_change(?:(\d+)_(\d+)f)?$")
 

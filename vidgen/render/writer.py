@@ -28,6 +28,7 @@ import torch
 from einops import rearrange, repeat
 from PIL import Image, PngImagePlugin
 
+from vidgen.data.fileio import fsync_path, temp_beside
 from vidgen.errors import ConfigError, DataError, VidgenError
 
 FORMATS = ("mp4", "webm", "gif", "png")
@@ -174,25 +175,13 @@ def read_png_settings(path: str | os.PathLike) -> dict:
 
 
 # ----------------------------------------------------------------------------- atomic files
-def _temp_beside(final: Path, suffix: str = "") -> Path:
-    """A hidden name in the destination folder, so the closing rename never crosses devices."""
-    return final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
+# temporary names and fsync come from vidgen.data.fileio (one implementation for every output)
 def _commit(tmp: Path, final: Path) -> None:
     """fsync, then rename into place and fsync the folder so the rename survives a crash."""
     if tmp.is_file():
-        _fsync(tmp)
+        fsync_path(tmp)
     os.replace(tmp, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
 
 
 def _remove(path: Path) -> None:
@@ -227,7 +216,7 @@ def save_png(path: str | os.PathLike, image: Any, settings: dict | None = None) 
             raise VidgenError(f"save_png takes one image; got {frames.shape[0]} frames (use open_writer for a folder of frames)")
         pil = Image.fromarray(frames[0], "RGB")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path, ".png")
+    tmp = temp_beside(path, ".png")
     try:
         pil.save(tmp, format="PNG", pnginfo=_png_info(settings_payload(settings)))
         _commit(tmp, path)
@@ -371,7 +360,7 @@ class _PngBackend:
     def finish(self) -> None:
         (self.tmp / "settings.json").write_text(json.dumps(json.loads(self.payload), indent=2) + "\n")
         for child in self.tmp.iterdir():
-            _fsync(child)
+            fsync_path(child)
 
     def abort(self) -> None:
         pass
@@ -439,13 +428,13 @@ class VideoWriter:
     def _start(self, size: tuple[int, int]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.format == "png":
-            self._tmp = self.path / f".tmp-{uuid.uuid4().hex[:8]}" if self._merge else _temp_beside(self.path)
+            self._tmp = self.path / f".tmp-{uuid.uuid4().hex[:8]}" if self._merge else temp_beside(self.path)
             self._backend = _PngBackend(self._tmp, self._frame_name, self._payload)
         elif self.format == "gif":
-            self._tmp = _temp_beside(self.path, ".gif")
+            self._tmp = temp_beside(self.path, ".gif")
             self._backend = _GifBackend(self._tmp, self.fps, size, self._payload, self.gif_colors)
         else:
-            self._tmp = _temp_beside(self.path, "." + self.format)
+            self._tmp = temp_beside(self.path, "." + self.format)
             self._backend = _AvBackend(self._tmp, self.format, self.fps, size, self._payload, self.crf, self.preset)
 
     def append(self, frames: Any, layout: str | None = None) -> None:
@@ -475,7 +464,7 @@ class VideoWriter:
                 for child in sorted(self._tmp.iterdir()):
                     os.replace(child, self.path / child.name)
                 self._tmp.rmdir()
-                _fsync(self.path)
+                fsync_path(self.path)
             else:
                 if self.format == "png" and self.path.is_dir():
                     self.path.rmdir()  # empty (checked when opened), so the rename can take its place

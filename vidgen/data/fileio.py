@@ -1,0 +1,79 @@
+"""File helpers every package shares: atomic writes and SHA-256 checksums.
+
+An atomic write builds the file under a hidden temporary name in the destination folder
+(so the final rename never crosses file systems), fsyncs it, renames it into place with
+``os.replace`` and fsyncs the folder; an exception removes the temporary file, so a reader
+sees either the old file or the complete new one, never half of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+_BLOCK = 1 << 22  # bytes hashed per read
+
+
+def temp_beside(final: str | os.PathLike, suffix: str = "") -> Path:
+    """A hidden, unique name next to ``final``."""
+    final = Path(final)
+    return final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a folder (a folder: makes a rename inside it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path to write ``path`` through; on success it replaces ``path``.
+
+    ``suffix`` keeps an extension on the temporary name for writers that look at it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(path, suffix)
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 1) -> Path:
+    """Write ``obj`` as JSON (UTF-8, trailing newline) atomically; returns the path."""
+    return write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode())
+
+
+def update_sha256(h: "hashlib._Hash", path: str | os.PathLike) -> None:
+    """Feed the bytes of file ``path`` into hash ``h`` in blocks (memory stays bounded)."""
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            h.update(block)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of one file."""
+    h = hashlib.sha256()
+    update_sha256(h, path)
+    return h.hexdigest()
