@@ -1,0 +1,357 @@
+"""Run folders and checkpoints: safetensors for tensors, JSON for the rest, never pickle.
+
+Layout of a run (``{out_dir}/{NNNNN}-{recipe.run_name()}``)::
+
+    config.yaml                 the resolved config the run was started with
+    stats.jsonl                 one line of stats per tick (see log.py)
+    samples/                    periodic sample media
+    phema/                      power-EMA snapshots (see ema.py)
+    checkpoints/step-000001000/
+        networks.safetensors    "{network}/{tensor}" for every network and EMA copy
+        train.safetensors       "optim/{optimizer}/{param index}/{key}", "recipe/{key}"
+        state.json              family, config, step, nimg, RNG states of every rank,
+                                sampler position, recipe JSON state, optimiser groups,
+                                and the sha256 and size of both safetensors files
+
+A checkpoint folder is written as ``.tmp-...`` (every file fsynced) and renamed into place,
+so a checkpoint either exists whole or not at all. ``state.json`` carries a checksum of its
+own body, and reading checks all three files: a truncated or corrupted checkpoint is
+detected, and ``resolve_checkpoint`` on a run folder falls back to the newest good one with
+a warning. A pickle (``.pt``/``.pkl``) given or renamed as a checkpoint is refused without
+being unpickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from vidgen.errors import VidgenError
+
+FORMAT = "vidgen-checkpoint-1"
+_STEP_DIR = re.compile(r"^step-(\d{9})$")
+
+
+class CheckpointError(VidgenError):
+    """A checkpoint that is missing, truncated, corrupted or not in vidgen's format."""
+
+
+# --- writing ---------------------------------------------------------------------------------
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    # clone: safetensors refuses tensors that share memory (tied weights)
+    flat = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    save_file(flat, str(path), metadata={"format": FORMAT})
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _body_checksum(state: dict[str, Any]) -> str:
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)) and obj.ndim == 0:
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"checkpoint state must be JSON-able (or tensors in recipe state); got {type(obj).__name__}")
+
+
+def write_checkpoint(folder: Path, networks: dict[str, torch.Tensor], train: dict[str, torch.Tensor],
+                     state: dict[str, Any]) -> Path:
+    """Write one checkpoint folder atomically; ``state`` must be JSON-able. Returns ``folder``."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    files = {}
+    for name, tensors in (("networks.safetensors", networks), ("train.safetensors", train)):
+        _save_tensors(tmp / name, tensors)
+        files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+    state = json.loads(json.dumps(dict(state, format=FORMAT, files=files), default=_json_default))
+    state["checksum"] = _body_checksum(state)
+    with open(tmp / "state.json", "w") as f:
+        json.dump(state, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    if folder.exists():  # a re-run of the same step after resume: replace it
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
+    return folder
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step-{step:09d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first (by step)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int, milestone_every: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints, keeping milestones. Returns removed."""
+    ckpts = list_checkpoints(run_dir)
+    removed = []
+    for path in ckpts[: max(len(ckpts) - max(keep_last, 1), 0)]:
+        step = int(_STEP_DIR.match(path.name).group(1))
+        if milestone_every > 0 and step % milestone_every == 0:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    for stale in (Path(run_dir) / "checkpoints").glob(".tmp-*"):  # left by a killed writer
+        shutil.rmtree(stale, ignore_errors=True)
+    return removed
+
+
+# --- reading ---------------------------------------------------------------------------------
+def _refuse_pickle(path: Path) -> None:
+    """Refuse pickles by their first bytes (never by trying to load them). A safetensors file
+    starts with its header length (8 bytes, little-endian) and then ``{``."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    safetensors_frame = len(head) == 9 and head[8:9] == b"{"
+    pickled = (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) \
+        or head.startswith(b"PK\x03\x04")  # pickle protocol 2-5; torch.save zip archive
+    if pickled and not safetensors_frame:
+        raise CheckpointError(
+            f"{path} is a pickle / torch.save archive, not a vidgen checkpoint; vidgen never "
+            "unpickles files because loading a pickle can run arbitrary code. Convert trusted "
+            "weights with torch.load(weights_only=True) and save them as safetensors.")
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint folder. Tensors are read lazily, on CPU."""
+
+    path: Path
+    state: dict[str, Any] = field(repr=False)
+
+    @property
+    def family(self) -> str:
+        return self.state["family"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.state["config"]
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    @property
+    def nimg(self) -> int:
+        return int(self.state.get("nimg", 0))
+
+    @property
+    def network_names(self) -> list[str]:
+        return list(self.state.get("networks", []))
+
+    def network_state(self, name: str) -> dict[str, torch.Tensor]:
+        """State dict of one network or EMA copy (e.g. ``"G_ema"``), on CPU."""
+        if name not in self.network_names:
+            raise CheckpointError(f"{self.path} has no network {name!r}; it has: {', '.join(self.network_names)}")
+        prefix = name + "/"
+        out = {}
+        with safe_open(str(self.path / "networks.safetensors"), framework="pt") as f:
+            for key in f.keys():
+                if key.startswith(prefix):
+                    out[key[len(prefix):]] = f.get_tensor(key)
+        return out
+
+    def train_tensors(self) -> dict[str, torch.Tensor]:
+        return load_file(str(self.path / "train.safetensors"))
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Check format, checksums and sizes; return the state. CheckpointError if anything is off."""
+    path = Path(path)
+    state_file = path / "state.json"
+    if not state_file.is_file():
+        raise CheckpointError(f"{path} is not a checkpoint folder (no state.json)")
+    _refuse_pickle(state_file)
+    try:
+        state = json.loads(state_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{state_file} is truncated or corrupted ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{state_file} is not a {FORMAT} state file")
+    if state.get("checksum") != _body_checksum(state):
+        raise CheckpointError(f"{state_file} is corrupted (checksum mismatch)")
+    for name, info in state["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{path}: {name} is missing")
+        _refuse_pickle(f)
+        if f.stat().st_size != info["bytes"]:
+            raise CheckpointError(f"{f} is truncated ({f.stat().st_size} of {info['bytes']} bytes)")
+        if _sha256(f) != info["sha256"]:
+            raise CheckpointError(f"{f} is corrupted (sha256 mismatch)")
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as exc:  # checksum matched a bad file: not ours
+            raise CheckpointError(f"{f} is not a safetensors file ({exc})") from None
+    return state
+
+
+def _locate(path: Path) -> tuple[Path, dict[str, Any] | None]:
+    """(checkpoint folder, its verified state if already checked) for any accepted path."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a run folder or a checkpoint folder")
+    if path.is_file():
+        _refuse_pickle(path)
+        if path.parent.joinpath("state.json").is_file():
+            return path.parent, None
+        raise CheckpointError(f"{path} is not part of a vidgen checkpoint folder")
+    if (path / "state.json").is_file():
+        return path, None
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise CheckpointError(f"{path} holds no checkpoints (expected {path}/checkpoints/step-*/)")
+    for ckpt in reversed(ckpts):
+        try:
+            return ckpt, verify_checkpoint(ckpt)
+        except CheckpointError as exc:
+            warnings.warn(f"skipping bad checkpoint: {exc}", stacklevel=3)
+    raise CheckpointError(f"{path}: every checkpoint is truncated or corrupted; start a new run")
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run folder -> its newest good checkpoint (skipping bad ones with a warning);
+    a checkpoint folder or a file in one -> that folder."""
+    return _locate(Path(path))[0]
+
+
+def read_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
+    """Open a checkpoint (run folder, checkpoint folder or a file in one); with ``verify`` its
+    checksums are checked (CheckpointError if it is damaged)."""
+    folder, state = _locate(Path(path))
+    if state is None:
+        state = verify_checkpoint(folder) if verify else json.loads((folder / "state.json").read_text())
+    return Checkpoint(folder, state)
+
+
+def latest_run(out_dir: Path, run_name: str) -> Path | None:
+    """The newest run folder ``NNNNN-{run_name}`` under ``out_dir`` that has a checkpoint."""
+    runs = sorted(p for p in Path(out_dir).glob(f"[0-9][0-9][0-9][0-9][0-9]-{run_name}") if p.is_dir())
+    for run in reversed(runs):
+        if list_checkpoints(run):
+            return run
+    return None
+
+
+def new_run_dir(out_dir: Path, run_name: str) -> Path:
+    """Create ``{out_dir}/{NNNNN}-{run_name}`` with the next free number."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name[:5]) for p in out_dir.iterdir() if re.match(r"^\d{5}-", p.name)]
+    n = max(numbers, default=-1) + 1
+    while True:
+        path = out_dir / f"{n:05d}-{run_name}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+# --- state <-> (JSON, tensors) ---------------------------------------------------------------
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's torch (CPU and CUDA), numpy and python RNG states, as JSON."""
+    np_state = np.random.get_state()
+    out = {
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if device.type == "cuda":
+        out["cuda"] = base64.b64encode(torch.cuda.get_rng_state(device).numpy().tobytes()).decode()
+    return out
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["cuda"])), dtype=torch.uint8), device)
+
+
+def split_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor inside nested dicts/lists by ``{"__tensor__": key}`` and put it in
+    ``tensors[key]``; the rest must be JSON-able."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {str(k): split_state(v, f"{prefix}/{k}", tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [split_state(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def join_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`split_state` (tuples come back as lists)."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        return {k: join_state(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_state(v, tensors) for v in obj]
+    return obj
+
+
+def optimizer_state(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    return split_state(opt.state_dict(), prefix, tensors)
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: Any, tensors: dict[str, torch.Tensor]) -> None:
+    sd = join_state(saved, tensors)
+    sd["state"] = {int(k): v for k, v in sd["state"].items()}  # JSON keys are strings
+    for group in sd["param_groups"]:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    opt.load_state_dict(sd)

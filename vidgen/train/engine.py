@@ -1,0 +1,366 @@
+"""The one training loop of every model family (the step is described in recipe.py).
+
+    run_dir = train(ToyGANRecipe, cfg, resume="auto")
+
+The engine owns: per-rank seeding and data (``vidgen.data.sampler.InfiniteSampler``),
+gradient accumulation, gradient averaging over ranks (dist.py), bf16 autocast on CUDA,
+learning-rate schedules, the lazy-regularisation compensation of ``OptimizerSpec``,
+non-finite guards, EMA (ema.py), checkpoints and resume (checkpoint.py) and logging (log.py).
+
+Details a recipe can rely on:
+- ``phase.loss(micro_batch, step)`` gets the 0-based index of the step; a phase runs when
+  ``step % phase.interval == 0`` and its loss is multiplied by ``interval / accum``.
+- EMA copies are updated once per step, after all phases (as StyleGAN2 does), for the
+  networks trained in that step; ``t`` (ema.py) is the number of steps done.
+- The loss and the stats of each phase are averaged over ranks before anything uses them
+  (``recipe.end_step`` gets these averages), so every rank takes the same decisions.
+- A non-finite loss (averaged over ranks) skips that phase's optimiser step; non-finite
+  gradient entries are zeroed (EDM2) and counted. ``engine.max_nonfinite`` non-finite losses
+  in a row in one phase stop the run with :class:`NonFiniteError`; no checkpoint is written
+  while such a run lasts, so the newest checkpoint is the last good one.
+- Learning rate at step s: ``lr * min((s + 1) / rampup_steps, 1)`` and, for ``inv_sqrt``,
+  ``/ sqrt(max(s / ref_steps, 1))`` (EDM2, METHODS.md 4).
+- Randomness in ``phase.loss`` must come from the global torch / numpy / python RNGs (or
+  from the batch); ``dataset[i]`` may use those RNGs too: the loader seeds them per item from
+  its position in the sample stream (dist.make_loader). Then resume is bitwise exact, with
+  any number of loader workers.
+- ``recipe.sample`` runs on rank 0 inside a forked RNG, so it never changes training.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidgen.config import config_to_dict, dump_yaml
+from vidgen.errors import ConfigError, VidgenError
+from vidgen.train import checkpoint as ckpt
+from vidgen.train.dist import (DistInfo, all_reduce_grads, all_reduce_mean, broadcast_module,  # noqa: F401
+                               gather_objects, init_distributed, make_loader, rank_seed, shutdown,
+                               split_batch, to_device)
+from vidgen.train.ema import EMA, make_ema
+from vidgen.train.log import StatsAverager, Timer, TrainLogger, save_samples
+from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe  # noqa: F401 (re-exported)
+
+
+class NonFiniteError(VidgenError):
+    """Training diverged: too many non-finite losses in a row."""
+
+
+def seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def build_optimizer(spec: OptimizerSpec, nets: dict[str, nn.Module], name: str) -> torch.optim.Adam:
+    """Adam over the networks of ``spec``, with the lazy-regularisation compensation
+    (StyleGAN2): c = k / (k + 1), lr *= c, betas **= c."""
+    params = []
+    for net in spec.networks:
+        if net not in nets:
+            raise ConfigError(f"optimizer {name!r} names network {net!r}; the recipe has {', '.join(nets)}")
+        params += [p for p in nets[net].parameters() if p.requires_grad]
+    c = spec.reg_interval / (spec.reg_interval + 1) if spec.reg_interval > 1 else 1.0
+    opt = torch.optim.Adam(params, lr=spec.lr * c, betas=(spec.betas[0] ** c, spec.betas[1] ** c),
+                           eps=spec.eps, weight_decay=spec.weight_decay)
+    opt.base_lr = spec.lr * c  # the schedule scales this
+    return opt
+
+
+def scheduled_lr(spec: OptimizerSpec, base_lr: float, step: int) -> float:
+    lr = base_lr
+    if spec.rampup_steps > 0:
+        lr *= min((step + 1) / spec.rampup_steps, 1.0)
+    if spec.schedule == "inv_sqrt":
+        lr /= math.sqrt(max(step / max(spec.ref_steps, 1), 1.0))
+    elif spec.schedule != "constant":
+        raise ConfigError(f"unknown learning-rate schedule {spec.schedule!r}; use constant or inv_sqrt")
+    return lr
+
+
+class Trainer:
+    """State of one run; :func:`train` drives it. Split out so tools can time single steps."""
+
+    def __init__(self, recipe_cls: type[Recipe], cfg: Any, info: DistInfo):
+        self.cfg, self.ecfg, self.info = cfg, cfg.engine, info
+        e = self.ecfg
+        if e.batch % (info.world_size * e.accum):
+            raise ConfigError(f"engine.batch={e.batch} must be divisible by world size {info.world_size} "
+                              f"x engine.accum {e.accum}")
+        prec = e.precision if e.precision != "auto" else ("bf16" if info.device.type == "cuda" else "fp32")
+        if prec not in ("fp32", "bf16"):
+            raise ConfigError(f"engine.precision must be auto, fp32 or bf16; got {e.precision!r}")
+        self.autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=prec == "bf16")
+        seed_all(e.seed)  # the same initial weights on every rank (rank 0's are broadcast anyway)
+        self.recipe = recipe_cls(cfg, info.device)
+        self.nets = {k: v.to(info.device) for k, v in self.recipe.networks().items()}
+        self._trainable = {k: [p.requires_grad for p in v.parameters()] for k, v in self.nets.items()}
+        for net in self.nets.values():
+            broadcast_module(net, info)
+        self.specs = self.recipe.optimizers()
+        self.opts = {k: build_optimizer(s, self.nets, k) for k, s in self.specs.items()}
+        self.phases = self.recipe.phases()
+        for ph in self.phases:
+            if ph.optimizer not in self.opts:
+                raise ConfigError(f"phase {ph.name!r} uses optimizer {ph.optimizer!r}; the recipe has {', '.join(self.opts)}")
+        self.emas: dict[str, EMA] = {k: make_ema(k, self.nets[k], s) for k, s in self.recipe.ema().items()}
+        self.step, self.nimg = 0, 0
+        self.nonfinite_run: dict[str, int] = {}  # phase -> non-finite losses in a row
+        self.nonfinite_losses, self.nonfinite_grads = 0, 0
+        self._grad_state = None
+        self.dataset_len = -1  # set by Run when the data is opened
+        seed_all(rank_seed(e.seed, info.rank))
+
+    # --- one step ----------------------------------------------------------------------
+    def _set_trainable(self, names: tuple[str, ...]) -> None:
+        if self._grad_state == names:
+            return
+        for k, net in self.nets.items():
+            for p, orig in zip(net.parameters(), self._trainable[k]):
+                p.requires_grad_(orig and k in names)
+        self._grad_state = names
+
+    def run_phase(self, phase: Phase, micros: list[Any], timer: Timer | None) -> dict[str, float]:
+        opt = self.opts[phase.optimizer]
+        self._set_trainable(phase.trainable)
+        opt.zero_grad(set_to_none=True)
+        accum, dev = len(micros), self.info.device
+        loss_sum, stats = 0.0, {}
+        for micro in micros:
+            with self.autocast:
+                loss, st = phase.loss(micro, self.step)
+            (loss * (phase.interval / accum)).backward()
+            loss_sum = loss_sum + loss.detach().float()
+            for k, v in st.items():  # kept on the device: one sync per phase, below
+                v = torch.as_tensor(v, device=dev).detach().float() / accum
+                stats[f"{phase.name}/{k}"] = stats.get(f"{phase.name}/{k}", 0.0) + v
+        if timer:
+            timer.lap("fwd_bwd")
+        params = [p for g in opt.param_groups for p in g["params"]]
+        all_reduce_grads(params, self.info)
+        grads = [p.grad for p in params if p.grad is not None]
+        # a norm is non-finite iff an entry is (one fused kernel instead of one per tensor)
+        finite = torch.stack(torch._foreach_norm(grads)).isfinite().all() if grads else torch.ones((), dtype=torch.bool)
+        # loss and stats averaged over ranks in one all-reduce, so every rank decides alike
+        keys = list(stats)
+        local = torch.stack([torch.as_tensor(loss_sum / accum, device=dev).float().reshape(())]
+                            + [stats[k].reshape(()) for k in keys])
+        values = torch.cat([all_reduce_mean(local, self.info), finite.float().to(dev).reshape(1)]).tolist()
+        loss_val, grads_ok = values[0], values[-1]
+        stats = dict(zip(keys, values[1:-1]), **{f"{phase.name}/loss": loss_val})
+        if not math.isfinite(loss_val):
+            self.nonfinite_losses += 1
+            self.nonfinite_run[phase.name] = self.nonfinite_run.get(phase.name, 0) + 1
+            if self.nonfinite_run[phase.name] >= self.ecfg.max_nonfinite:
+                raise NonFiniteError(f"phase {phase.name!r} at step {self.step}")
+            opt.zero_grad(set_to_none=True)
+        else:
+            self.nonfinite_run[phase.name] = 0
+            if not grads_ok:  # EDM2: zero non-finite gradient entries
+                self.nonfinite_grads += 1
+                for g in grads:
+                    torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
+            spec = self.specs[phase.optimizer]
+            for group in opt.param_groups:
+                group["lr"] = scheduled_lr(spec, opt.base_lr, self.step)
+            opt.step()
+        if timer:
+            timer.lap("optimizer")
+        return stats
+
+    def train_step(self, batch: Any, timer: Timer | None = None) -> dict[str, float]:
+        micros = split_batch(batch, self.ecfg.accum)
+        stats: dict[str, float] = {}
+        trained: set[str] = set()
+        for phase in self.phases:
+            if self.step % phase.interval:
+                continue
+            stats.update(self.run_phase(phase, micros, timer))
+            trained.update(phase.trainable)
+        self.nimg += self.ecfg.batch
+        for name, ema in self.emas.items():
+            if name in trained:
+                ema.update(self.nets[name], self.step + 1, self.nimg, self.ecfg.batch)
+        self.recipe.end_step(self.step, stats)
+        self.step += 1
+        if timer:
+            timer.lap("optimizer")
+        return stats
+
+    # --- state -------------------------------------------------------------------------
+    def all_networks(self) -> dict[str, nn.Module]:
+        out = dict(self.nets)
+        for ema in self.emas.values():
+            out.update(ema.copies())
+        return out
+
+    def save(self, run_dir: Path, family: str) -> Path | None:
+        """Checkpoint (collective: every rank must call it); rank 0 writes."""
+        rngs = gather_objects(ckpt.rng_state(self.info.device), self.info)
+        if not self.info.is_main:
+            return None
+        networks = {f"{n}/{k}": v for n, net in self.all_networks().items() for k, v in net.state_dict().items()}
+        tensors: dict[str, torch.Tensor] = {}
+        optim = {k: ckpt.optimizer_state(o, f"optim/{k}", tensors) for k, o in self.opts.items()}
+        recipe_state = ckpt.split_state(self.recipe.state_dict(), "recipe", tensors)
+        state = {
+            "family": family, "config": config_to_dict(self.cfg), "step": self.step, "nimg": self.nimg,
+            "world_size": self.info.world_size, "rng": rngs, "networks": list(self.all_networks()),
+            "sampler": {"consumed": self.step * self.ecfg.batch, "seed": self.ecfg.seed,
+                        "dataset_len": self.dataset_len},
+            "counters": {"nonfinite_losses": self.nonfinite_losses, "nonfinite_grads": self.nonfinite_grads},
+            "optimizers": optim, "recipe": recipe_state, "time": time.time(),
+        }
+        path = ckpt.write_checkpoint(ckpt.checkpoint_dir(run_dir, self.step), networks, tensors, state)
+        ckpt.prune_checkpoints(run_dir, self.ecfg.keep_last, self.ecfg.milestone_every)
+        return path
+
+    def load(self, c: ckpt.Checkpoint) -> None:
+        for name, net in self.all_networks().items():
+            if name not in c.network_names:
+                raise ckpt.CheckpointError(f"{c.path} has no network {name!r}; was it written by another recipe?")
+            net.load_state_dict(c.network_state(name))
+        tensors = c.train_tensors()
+        for k, o in self.opts.items():
+            ckpt.load_optimizer_state(o, c.state["optimizers"][k], tensors)
+        self.recipe.load_state_dict(ckpt.join_state(c.state["recipe"], tensors))
+        self.step, self.nimg = c.step, c.nimg
+        self.nonfinite_losses = c.state["counters"]["nonfinite_losses"]
+        self.nonfinite_grads = c.state["counters"]["nonfinite_grads"]
+        rngs = c.state["rng"]
+        if len(rngs) == self.info.world_size:
+            ckpt.set_rng_state(rngs[self.info.rank], self.info.device)
+        else:  # a different number of ranks: continue with fresh per-rank seeds
+            seed_all(rank_seed(self.ecfg.seed + self.step, self.info.rank))
+
+    def sample(self, folder: Path, num: int = 16) -> Path | None:
+        nets = {k: ema.copies()[f"{k}_ema"] for k, ema in self.emas.items()}
+        nets = {**self.nets, **nets}
+        np_state, py_state = np.random.get_state(), random.getstate()
+        devices = [self.info.device] if self.info.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            media = self.recipe.sample(nets, num, self.ecfg.seed)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        return None if media is None else save_samples(media, folder, self.step)
+
+
+def _resume_source(recipe: Recipe, ecfg: EngineConfig, resume: str | None) -> Path | None:
+    if resume in (None, "", "none"):
+        return None
+    if resume == "auto":
+        run = ckpt.latest_run(Path(ecfg.out_dir), recipe.run_name())
+        return ckpt.resolve_checkpoint(run) if run is not None else None
+    return ckpt.resolve_checkpoint(resume)
+
+
+def train(recipe_cls: type[Recipe], cfg: Any, resume: str | None = None) -> Path:
+    """Train ``recipe_cls`` with ``cfg``; ``resume`` is None, "auto" (the newest run of this
+    recipe under ``engine.out_dir``, or a fresh one) or a run / checkpoint folder. Returns the
+    run folder."""
+    info = init_distributed(cfg.engine.device)
+    try:
+        return _train(recipe_cls, cfg, resume, info)
+    finally:
+        shutdown(info)
+
+
+class Run:
+    """One run, set up and stepped one loop iteration at a time (``train`` drives it; tools
+    can interleave it with other work)."""
+
+    def __init__(self, recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo):
+        e = self.e = cfg.engine
+        self.info, self.family = info, recipe_cls.family
+        tr = self.tr = Trainer(recipe_cls, cfg, info)
+        dataset = tr.recipe.dataset()  # before the run folder: a bad data path leaves nothing behind
+        tr.dataset_len = len(dataset)
+        source = _resume_source(tr.recipe, e, resume) if info.is_main else None
+        source = gather_objects(str(source) if source else None, info)[0]
+        if source is not None:
+            c = ckpt.read_checkpoint(source)
+            if c.family != self.family:
+                raise ckpt.CheckpointError(f"{c.path} is a {c.family!r} checkpoint, not {self.family!r}")
+            tr.load(c)
+            self.run_dir = c.path.parent.parent
+            if info.is_main and config_to_dict(cfg) != c.config:  # e.g. more steps: keep both
+                dump_yaml(cfg, self.run_dir / f"config-resume-{tr.step:09d}.yaml")
+        else:
+            run_dir = ckpt.new_run_dir(Path(e.out_dir), tr.recipe.run_name()) if info.is_main else None
+            self.run_dir = Path(gather_objects(str(run_dir) if run_dir else None, info)[0])
+            if info.is_main:
+                dump_yaml(cfg, self.run_dir / "config.yaml")
+        self.log = TrainLogger(self.run_dir, e.steps, tr.step, enabled=info.is_main)
+        self.log.truncate_after(tr.step)
+        if source is not None:
+            self.log.write(f"resumed from {source} at step {tr.step}")
+        if source is not None and c.state["sampler"].get("dataset_len") not in (None, -1, len(dataset)):
+            self.log.write(f"warning: the dataset had {c.state['sampler']['dataset_len']} items when "
+                           f"{c.path} was written and has {len(dataset)} now; resume is not exact")
+        self.data = make_loader(dataset, e, info, consumed=tr.step * e.batch)
+        self.timer, self.avg = Timer(), StatsAverager()
+        self.t0 = self.tick_start = time.perf_counter()
+        self.tick_step = tr.step
+
+    @property
+    def done(self) -> bool:
+        return self.tr.step >= self.e.steps
+
+    def step(self) -> None:
+        """One iteration: data, the recipe's phases, EMA, then ticks / samples / checkpoints."""
+        tr, e, info = self.tr, self.e, self.info
+        batch = to_device(next(self.data), info.device)
+        self.timer.lap("data")
+        self.avg.add(tr.train_step(batch, self.timer))
+        self.log.step(tr.step, tr.nimg / 1000)
+        if info.is_main:
+            for ema in tr.emas.values():
+                ema.snapshot(tr.step, tr.nimg, self.run_dir / "phema")
+        if e.sample_every > 0 and tr.step % e.sample_every == 0 and info.is_main:
+            tr.sample(self.run_dir / "samples")
+        if tr.step % e.log_every == 0 or tr.step == e.steps:
+            self.tick()
+        if (tr.step % e.checkpoint_every == 0 or tr.step == e.steps) and not any(tr.nonfinite_run.values()):
+            tr.save(self.run_dir, self.family)
+        self.timer.lap("logging")
+
+    def tick(self) -> None:
+        tr = self.tr
+        steps = max(tr.step - self.tick_step, 1)
+        timing = {k: v / steps for k, v in self.timer.reset().items()}
+        merged = self.avg.means()  # already averaged over ranks, step by step
+        now = time.perf_counter()
+        self.log.tick({
+            "step": tr.step, "kimg": tr.nimg / 1000, "time_s": now - self.t0,
+            "sec_per_step": (now - self.tick_start) / steps,
+            "steps_per_s": (tr.step - self.tick_step) / max(now - self.tick_start, 1e-9), "timing": timing,
+            "nonfinite_losses": tr.nonfinite_losses, "nonfinite_grads": tr.nonfinite_grads,
+            "lr": {k: o.param_groups[0]["lr"] for k, o in tr.opts.items()}, "stats": merged})
+        self.tick_start, self.tick_step = now, tr.step
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo) -> Path:
+    run = Run(recipe_cls, cfg, resume, info)
+    try:
+        while not run.done:
+            run.step()
+    except NonFiniteError as exc:
+        good = ckpt.list_checkpoints(run.run_dir)
+        where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
+        raise NonFiniteError(
+            f"training stopped: {cfg.engine.max_nonfinite} non-finite losses in a row in {exc}; {where}. "
+            "Lower the learning rate or check the data, then resume with --resume PATH.") from None
+    finally:
+        run.close()
+    return run.run_dir
