@@ -1,0 +1,138 @@
+"""FIR filters and resampling along time (1-D) and space (2-D), shared by the GAN families.
+
+- :func:`kaiser_lowpass` designs a Kaiser-window low-pass filter exactly as
+  ``scipy.signal.firwin(numtaps, cutoff, width=width, fs=fs)`` does (METHODS.md 1.1, 1.2).
+- :func:`upfirdn1d` is the generic "upsample by zero insertion, pad, FIR filter, decimate"
+  operator along one dimension of any tensor; :func:`upfirdn2d` applies a separable filter
+  along the last two dimensions. Both are plain slicing and sums, so they run on any device
+  and dtype and back-propagate.
+- Time helpers with *valid* semantics (no padding) keep track of absolute sample indices so a
+  window of a long sequence gives exactly the samples of the whole sequence
+  (:func:`temporal_upsample2_valid`, :func:`temporal_downsample2_valid`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.signal
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+
+def kaiser_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> np.ndarray:
+    """Kaiser-window low-pass FIR (as ``scipy.signal.firwin``), float64, unit DC gain."""
+    return scipy.signal.firwin(numtaps=numtaps, cutoff=cutoff, width=width, fs=fs)
+
+
+def linear_filter(scale: int = 2) -> np.ndarray:
+    """Linear-interpolation kernel for resampling by ``scale`` (scale 2: [1, 3, 3, 1] / 8)."""
+    half = np.linspace(0.5 / scale, 1 - 0.5 / scale, scale)
+    f = np.concatenate([half, half[::-1]])
+    return f / f.sum()
+
+
+def _as_filter(f, like: torch.Tensor) -> torch.Tensor:
+    f = torch.as_tensor(np.asarray(f) if not isinstance(f, torch.Tensor) else f)
+    return f.to(device=like.device, dtype=like.dtype)
+
+
+def upfirdn1d(x: torch.Tensor, f, up: int = 1, down: int = 1, padding: tuple[int, int] = (0, 0),
+              dim: int = -1, gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, zero-pad, convolve with FIR ``f``, keep every ``down``-th sample.
+
+    x: any shape, filtered along ``dim``; f: [K] taps (numpy or tensor). Output length along
+    ``dim``: ``(L * up + pad0 + pad1 - K) // down + 1``. ``gain`` scales the filter (use
+    ``gain=up`` for upsampling so the signal level is kept).
+    """
+    dim = dim % x.ndim
+    f = _as_filter(f, x).flip(0) * gain  # convolution = correlation with the flipped filter
+    K = f.shape[0]
+    x = x.movedim(dim, -1)
+    if up > 1:  # zero insertion: x[j] lands on sample j * up
+        z = torch.zeros(*x.shape, up - 1, dtype=x.dtype, device=x.device)
+        x = torch.cat([x.unsqueeze(-1), z], dim=-1).flatten(-2)[..., : (x.shape[-1] - 1) * up + 1]
+        x = F.pad(x, (0, up - 1))
+    pad0, pad1 = padding
+    if pad0 < 0:
+        x, pad0 = x[..., -pad0:], 0
+    if pad1 < 0:
+        x, pad1 = x[..., : x.shape[-1] + pad1], 0
+    if pad0 or pad1:
+        x = F.pad(x, (pad0, pad1))
+    n = (x.shape[-1] - K) // down + 1
+    assert n > 0, f"signal of length {x.shape[-1]} is shorter than the filter ({K} taps)"
+    span = (n - 1) * down + 1
+    y = sum(f[k] * x[..., k:k + span:down] for k in range(K))
+    return y.movedim(-1, dim)
+
+
+def upfirdn2d(x: torch.Tensor, f, up: int = 1, down: int = 1, padding: int | tuple[int, int] = 0,
+              gain: float = 1.0) -> torch.Tensor:
+    """Separable :func:`upfirdn1d` over the last two dimensions (H, W); ``gain`` per axis."""
+    p = (padding, padding) if isinstance(padding, int) else padding
+    x = upfirdn1d(x, f, up, down, p, dim=-1, gain=gain)
+    return upfirdn1d(x, f, up, down, p, dim=-2, gain=gain)
+
+
+def upsample2d_bilinear(x: torch.Tensor) -> torch.Tensor:
+    """x2 bilinear upsampling in space with replicated edges (kernel [1, 3, 3, 1] / 4 per axis).
+
+    x: [B, C, H, W] or [B, C, T, H, W] (each frame separately) -> height and width doubled.
+    """
+    if x.ndim == 5:
+        B = x.shape[0]
+        y = F.interpolate(rearrange(x, "b c t h w -> b (c t) h w"), scale_factor=2, mode="bilinear",
+                          align_corners=False)
+        return rearrange(y, "b (c t) h w -> b c t h w", b=B, t=x.shape[2])
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def downsample2d(x: torch.Tensor, f=None, down: int = 2) -> torch.Tensor:
+    """Low-pass and decimate by ``down`` over the last two dimensions, keeping the size a
+    multiple (``H / down``): zero padding ``(K - down + 1) // 2`` before, ``(K - down) // 2`` after.
+    Default filter: [1, 3, 3, 1] / 8."""
+    f = linear_filter(2) if f is None else f
+    K = len(f)
+    return upfirdn2d(x, f, down=down, padding=((K - down + 1) // 2, (K - down) // 2))
+
+
+def downsample_same(x: torch.Tensor, dim: int, f=None, down: int = 2) -> torch.Tensor:
+    """Decimate along ``dim`` by ``down`` with zero padding so the length becomes L / down."""
+    f = linear_filter(2) if f is None else f
+    K = len(f)
+    return upfirdn1d(x, f, down=down, padding=((K - down + 1) // 2, (K - down) // 2), dim=dim)
+
+
+def temporal_upsample2_valid(x: torch.Tensor, lo: int, dim: int = 2) -> tuple[torch.Tensor, int]:
+    """Linear x2 upsampling along ``dim`` without padding, on an absolute time grid.
+
+    Sample j of the input covers output samples 2j and 2j + 1:
+    ``y[2j] = x[j-1]/4 + 3 x[j]/4``, ``y[2j+1] = 3 x[j]/4 + x[j+1]/4``.
+    x spans absolute indices [lo, lo + L); returns (y, 2 lo + 1) with y of length 2L - 2.
+    """
+    L = x.shape[dim]
+    p, q = x.narrow(dim, 0, L - 1), x.narrow(dim, 1, L - 1)  # pairs (x[j], x[j+1]), j = lo .. lo+L-2
+    odd, even = 0.75 * p + 0.25 * q, 0.25 * p + 0.75 * q  # y[2j+1], y[2j+2]
+    y = torch.stack([odd, even], dim=dim + 1).flatten(dim, dim + 1)
+    return y, 2 * lo + 1
+
+
+def temporal_downsample2_valid(x: torch.Tensor, lo: int, f: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, int]:
+    """Low-pass (even-length FIR ``f``, K taps) and decimate by 2 along ``dim`` without padding.
+
+    Output sample j sits between input samples 2j and 2j + 1 and uses inputs
+    2j - K/2 + 1 .. 2j + K/2. x spans absolute indices [lo, lo + L); returns (y, first index).
+    """
+    K = f.shape[0]
+    assert K % 2 == 0, "the decimation filter needs an even number of taps"
+    first = -((-(lo + K // 2 - 1)) // 2)  # smallest j with 2j - K/2 + 1 >= lo
+    start = 2 * first - K // 2 + 1 - lo
+    y = upfirdn1d(x.narrow(dim % x.ndim, start, x.shape[dim] - start), f, down=2, dim=dim)
+    return y, first
+
+
+def crop_range(x: torch.Tensor, lo: int, new_lo: int, new_hi: int, dim: int = 2) -> torch.Tensor:
+    """Samples [new_lo, new_hi) of x, which spans absolute indices [lo, lo + L) along ``dim``."""
+    assert lo <= new_lo and new_hi <= lo + x.shape[dim], (lo, x.shape[dim], new_lo, new_hi)
+    return x.narrow(dim, new_lo - lo, new_hi - new_lo)
