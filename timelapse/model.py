@@ -1,0 +1,305 @@
+"""Time-conditioned StyleGAN2 generator and projection discriminator (METHODS.md section 2).
+
+Generator: z -> mapping (t does not enter) -> w; every modulated conv and ToRGB uses
+``style = A(w) * (L c)``, with ``L`` a bias-free linear map from the time features c that
+starts as the identity (column of the constant 1, the rest about 1e-6), so at
+initialisation the generator ignores t. Skip architecture, noise inputs, output masked to
+the valid rectangle of padded (non-square) frames.
+
+Discriminator: StyleGAN2 residual D; projection conditioning
+``logit = <features, cmap> / sqrt(cmap_dim)`` with ``cmap`` from an embedding of c followed by
+an 8-layer MLP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from vidgen.nn.style import FullyConnected, MappingNetwork, lrelu_gain
+from timelapse.time import TimeAxis, TimeFeatures
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = 256
+    channel_base: int = 32768
+    channel_max: int = 512
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 2
+    cond_mlp_layers: int = 8  # D's conditioning MLP
+    cmap_dim: int = 0  # 0: channels at 4x4
+    time_lr: float = 1.0  # learning-rate multiplier of L
+    cond_lr: float = 0.01  # learning-rate multiplier of D's conditioning MLP (StyleGAN2-ADA mapping)
+    mbstd_group: int = 4
+    conv_clamp: float = 256.0  # 0: off
+    img_channels: int = 3
+
+
+def channels(cfg: ModelConfig, res: int) -> int:
+    return min(cfg.channel_base // res, cfg.channel_max)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    # bilinear x2 (align_corners=False) is the separable [1, 3, 3, 1] / 4 upsampling filter.
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    # antialiased bilinear x0.5 is the separable [1, 3, 3, 1] / 8 filter followed by stride 2.
+    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+
+
+def modconv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+            padding: int = 0) -> torch.Tensor:
+    """StyleGAN2 modulated convolution computed as scale -> shared conv -> demodulate (the
+    "non-fused" form; on CPU much faster than one grouped convolution per sample).
+
+    x: [B, I, H, W]; weight: [O, I, k, k]; styles: [B, I] -> [B, O, H, W]. Equal to
+    ``vidgen.nn.style.modulated_conv2d`` up to rounding.
+    """
+    x = x * styles.to(x.dtype)[:, :, None, None]
+    y = F.conv2d(x, weight.to(x.dtype), padding=padding)
+    if demodulate:  # d[b, o] = 1 / sqrt(sum_i ||W[o, i]||^2 s[b, i]^2)
+        w2 = weight.square().sum(dim=(2, 3))  # [O, I]
+        d = (styles.square() @ w2.t().to(styles.dtype) + 1e-8).rsqrt()  # [B, O]
+        y = y * d.to(y.dtype)[:, :, None, None]
+    return y
+
+
+class TimeStyle(nn.Module):
+    """style = A(w) * (L c). w: [B, w_dim], c: [B, c_dim] -> [B, channels]."""
+
+    def __init__(self, w_dim: int, c_dim: int, channels: int, time_lr: float = 1.0):
+        super().__init__()
+        self.affine = FullyConnected(w_dim, channels, bias_init=1.0)
+        self.time = FullyConnected(c_dim, channels, bias=False, lr_multiplier=time_lr)
+        with torch.no_grad():  # effective weight: column 0 (the constant) = 1, the rest ~1e-6
+            self.time.weight.mul_(1e-6 / self.time.weight_gain)
+            self.time.weight[:, 0] = 1.0 / self.time.weight_gain
+
+    def forward(self, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.affine(w) * self.time(c)
+
+
+class SynthesisLayer(nn.Module):
+    def __init__(self, cin: int, cout: int, res: int, w_dim: int, c_dim: int, up: bool, cfg: ModelConfig):
+        super().__init__()
+        self.up, self.res = up, res
+        self.style = TimeStyle(w_dim, c_dim, cin, cfg.time_lr)
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(res, res))
+        self.clamp = cfg.conv_clamp or None
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, c: torch.Tensor, noise: torch.Tensor | str) -> torch.Tensor:
+        # x: [B, cin, r, r] (r = res / 2 when up) -> [B, cout, res, res]
+        if self.up:
+            x = upsample2x(x)
+        x = modconv(x, self.weight, self.style(w, c), padding=1)
+        if isinstance(noise, torch.Tensor):  # [B, 1, res, res], already unit variance
+            x = x + noise.to(x.dtype) * self.noise_strength
+        elif noise == "random":
+            x = x + torch.randn(x.shape[0], 1, self.res, self.res, device=x.device, dtype=x.dtype) * self.noise_strength
+        elif noise == "const":
+            x = x + self.noise_const.to(x.dtype) * self.noise_strength
+        return lrelu_gain(x + self.bias.to(x.dtype)[:, None, None], clamp=self.clamp)
+
+
+class ToRGB(nn.Module):
+    def __init__(self, cin: int, w_dim: int, c_dim: int, cfg: ModelConfig):
+        super().__init__()
+        self.style = TimeStyle(w_dim, c_dim, cin, cfg.time_lr)
+        self.weight = nn.Parameter(torch.randn(cfg.img_channels, cin, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(cfg.img_channels))
+        self.gain = 1.0 / math.sqrt(cin)
+        self.clamp = cfg.conv_clamp or None
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        y = modconv(x, self.weight, self.style(w, c) * self.gain, demodulate=False)
+        y = y + self.bias.to(y.dtype)[:, None, None]
+        return y.clamp(-self.clamp, self.clamp) if self.clamp else y
+
+
+class Generator(nn.Module):
+    """G(z, t) -> image [B, C, R, R] in about [-1, 1]; t in normalised units, shape [B], [B, F]
+    (one t per factor) or [B, num_ws, F] (per layer)."""
+
+    def __init__(self, cfg: ModelConfig, axis: TimeAxis, out_rect: tuple[int, int, int, int] | None = None):
+        super().__init__()
+        R = cfg.resolution
+        assert R >= 4 and R & (R - 1) == 0, "resolution must be a power of two"
+        self.cfg = cfg
+        self.time = TimeFeatures(axis)
+        c_dim = self.time.c_dim
+        self.res_list = [2 ** i for i in range(2, int(math.log2(R)) + 1)]
+        self.num_ws = 2 * len(self.res_list)  # 1 conv at 4x4, 2 per higher block, plus the last ToRGB
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
+        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+        self.const = nn.Parameter(torch.randn(channels(cfg, 4), 4, 4))
+        self.convs, self.torgbs = nn.ModuleList(), nn.ModuleList()
+        for res in self.res_list:
+            cout = channels(cfg, res)
+            if res > 4:
+                self.convs.append(SynthesisLayer(channels(cfg, res // 2), cout, res, cfg.w_dim, c_dim, True, cfg))
+            self.convs.append(SynthesisLayer(cout, cout, res, cfg.w_dim, c_dim, False, cfg))
+            self.torgbs.append(ToRGB(cout, cfg.w_dim, c_dim, cfg))
+        rect = out_rect or (0, 0, R, R)
+        self.register_buffer("out_rect", torch.tensor(rect, dtype=torch.int64))
+
+    @property
+    def axis(self) -> TimeAxis:
+        return self.time.axis
+
+    @property
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        return [(layer.res, layer.res) for layer in self.convs]
+
+    def map(self, z: torch.Tensor, psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+        """z: [B, z_dim] -> ws: [B, num_ws, w_dim] (truncated towards w_avg when psi < 1)."""
+        w = self.mapping(z)
+        if update_w_avg:
+            with torch.no_grad():
+                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, 0.995))
+        if psi != 1.0:
+            w = self.w_avg.to(w.dtype).lerp(w, psi)
+        return repeat(w, "b d -> b l d", l=self.num_ws)
+
+    def make_noise(self, batch: int, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        """Fixed noise inputs (one [B, 1, r, r] per conv) from a seeded generator."""
+        return [torch.randn(batch, 1, h, w, generator=generator).to(device) for h, w in self.noise_shapes]
+
+    def synthesis(self, ws: torch.Tensor, t: torch.Tensor, noise: str | list[torch.Tensor] = "random") -> torch.Tensor:
+        """ws: [B, num_ws, w_dim]; t: [B], [B, F] or [B, num_ws, F] -> img [B, C, R, R]."""
+        B = ws.shape[0]
+        c = self.time(t).to(ws.dtype)
+        cs = c if c.ndim == 3 else repeat(c, "b d -> b l d", l=self.num_ws)  # [B, L, c_dim]
+        noises = noise if isinstance(noise, (list, tuple)) else [noise] * len(self.convs)
+        x = repeat(self.const, "c h w -> b c h w", b=B).to(ws.dtype)
+        img, li = None, 0
+        for bi, res in enumerate(self.res_list):
+            for _ in range(1 if res == 4 else 2):
+                x = self.convs[li](x, ws[:, li], cs[:, li], noises[li])
+                li += 1
+            # The ToRGB of this block shares the w of the next conv (StyleGAN2 skip architecture).
+            y = self.torgbs[bi](x, ws[:, li], cs[:, li])
+            img = y if img is None else upsample2x(img) + y
+        return self.mask(img)
+
+    def mask(self, img: torch.Tensor) -> torch.Tensor:
+        """Outside the valid rectangle of padded frames the output is -1 (black), like the data."""
+        x0, y0, x1, y1 = (int(v) for v in self.out_rect)
+        R = img.shape[-1]
+        if (x0, y0, x1, y1) == (0, 0, R, R):
+            return img
+        m = torch.zeros(1, 1, R, R, device=img.device, dtype=img.dtype)
+        m[..., y0:y1, x0:x1] = 1
+        return img * m - (1 - m)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, psi: float = 1.0,
+                noise: str | list[torch.Tensor] = "random") -> torch.Tensor:
+        return self.synthesis(self.map(z, psi), t, noise)
+
+
+class Conv(nn.Module):
+    """Equalised conv with optional 2x downsampling (filter first, then conv) and leaky ReLU."""
+
+    def __init__(self, cin: int, cout: int, k: int, act: bool = True, down: bool = False, bias: bool = True,
+                 clamp: float | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.gain = 1.0 / math.sqrt(cin * k * k)
+        self.act, self.down, self.pad, self.clamp = act, down, k // 2, clamp
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        if self.down:
+            x = downsample2x(x)
+        b = None if self.bias is None else self.bias.to(x.dtype)
+        x = F.conv2d(x, (self.weight * self.gain).to(x.dtype), b, padding=self.pad)
+        if self.act:
+            return lrelu_gain(x, gain=math.sqrt(2) * gain, clamp=None if self.clamp is None else self.clamp * gain)
+        return x * gain
+
+
+class DBlock(nn.Module):
+    def __init__(self, cin: int, tmp: int, cout: int, img_channels: int, clamp: float | None):
+        super().__init__()
+        self.fromrgb = Conv(img_channels, tmp, 1, clamp=clamp) if cin == 0 else None
+        self.conv0 = Conv(tmp, tmp, 3, clamp=clamp)
+        self.conv1 = Conv(tmp, cout, 3, down=True, clamp=clamp)
+        self.skip = Conv(tmp, cout, 1, act=False, down=True, bias=False)
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
+        if self.fromrgb is not None:
+            x = self.fromrgb(img)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        return y + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+
+
+def minibatch_std(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Append the std over groups of samples as one extra channel. x: [B, C, H, W]."""
+    B, C, H, W = x.shape
+    G = min(group, B)
+    while B % G:
+        G -= 1
+    y = rearrange(x, "(g n) c h w -> g n c h w", g=G).float()
+    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [n]
+    y = repeat(y, "n -> (g n) 1 h w", g=G, h=H, w=W).to(x.dtype)
+    return torch.cat([x, y], dim=1)
+
+
+class Discriminator(nn.Module):
+    """D(img, t) -> logit [B]. t: normalised times, [B] or [B, F]."""
+
+    def __init__(self, cfg: ModelConfig, axis: TimeAxis):
+        super().__init__()
+        R = cfg.resolution
+        clamp = cfg.conv_clamp or None
+        self.cfg = cfg
+        self.time = TimeFeatures(axis)
+        res_list = [2 ** i for i in range(int(math.log2(R)), 2, -1)]
+        self.blocks = nn.ModuleList(
+            DBlock(0 if res == R else channels(cfg, res), channels(cfg, res), channels(cfg, res // 2),
+                   cfg.img_channels, clamp) for res in res_list)
+        c4 = channels(cfg, 4)
+        self.cmap_dim = cfg.cmap_dim or c4
+        # Conditioning MLP: embed c, normalise, 8 equalised layers (lr multiplier 0.01).
+        self.embed = FullyConnected(self.time.c_dim, self.cmap_dim)
+        self.cond_mlp = MappingNetwork(self.cmap_dim, self.cmap_dim, cfg.cond_mlp_layers, lr_multiplier=cfg.cond_lr,
+                                       normalize_input=True)
+        self.mbstd_group = cfg.mbstd_group
+        self.conv = Conv(c4 + 1, c4, 3, clamp=clamp)
+        self.fc = FullyConnected(c4 * 16, c4, activation="lrelu")
+        self.out = FullyConnected(c4, self.cmap_dim)
+
+    def cmap(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.cond_mlp(self.embed(self.time(t).to(dtype)))
+
+    def forward(self, img: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # img: [B, C, R, R]; t: [B] or [B, F]
+        x = None
+        for block in self.blocks:
+            x = block(x, img)
+        x = minibatch_std(x, self.mbstd_group)
+        x = self.fc(rearrange(self.conv(x), "b c h w -> b (c h w)"))
+        x = self.out(x)
+        # Projection conditioning: <features, cmap> / sqrt(cmap_dim).
+        return (x * self.cmap(t, x.dtype)).sum(dim=1) / math.sqrt(self.cmap_dim)
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def summary(G: Generator, D: Discriminator) -> dict[str, float]:
+    return {"G": param_count(G), "G.mapping": param_count(G.mapping), "num_ws": G.num_ws, "D": param_count(D),
+            "D.cond_mlp": param_count(D.embed) + param_count(D.cond_mlp)}

@@ -1,0 +1,238 @@
+"""Training recipe of the time-lapse GAN for vidgen's engine (METHODS.md section 2).
+
+One step: G (non-saturating loss, style mixing), Greg every 4 steps (path length, weight 2),
+D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). Every real and
+generated t is dequantised; the discriminator additionally sees per-factor noise on t.
+Adaptive augmentation (ADA, target 0.6) is applied to everything D sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidgen.train.ada import AdaController
+from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
+from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
+from timelapse.frames import TimelapseFrames
+from timelapse.model import Discriminator, Generator, ModelConfig
+from timelapse.time import TimeNoise, d_noise, dequantize
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    time_pattern: str = ""  # strftime pattern of the file names; "" = automatic
+    skip: list[str] = field(default_factory=list)  # ranges of bad frames "FIRST:STOP" (capture order)
+
+
+@dataclass
+class TimeConfig:
+    lin_scale: float = 0.01  # c holds lin_scale * t
+    dequantize: bool = True  # N(0, (0.5 * largest gap)^2) on every real and generated t
+    d_noise_trend: float = 0.2  # D's view of t: trend sigma, fraction of the sequence
+    d_noise_year_days: float = 4.0
+    d_noise_day_days: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = -1.0  # < 0: (resolution / 256)^2
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    style_mixing: float = 0.9
+    augment: str = "ada"  # "ada" | "off"
+    ada_target: float = 0.6
+    ada_kimg: float = 500.0
+    ada_interval: int = 4
+    ema_kimg: float = 10.0
+    ema_rampup: float = 0.05
+
+
+@dataclass
+class TimelapseConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    time: TimeConfig = field(default_factory=TimeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+def augment(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Differentiable ADA-style augmentation, each transform applied to a sample with
+    probability p: x-flip, integer translation (up to 1/8 of the size), brightness, contrast,
+    saturation. x: [B, C, H, W]."""
+    if p <= 0:
+        return x
+    B, C, H, W = x.shape
+    dev = x.device
+
+    def on(shape=(B, 1, 1, 1)):
+        return (torch.rand(B, device=dev) < p).to(x.dtype).reshape(shape)
+
+    x = torch.where(on() > 0, x.flip(-1), x)
+    m = on((B,))
+    shift = (torch.rand(B, 2, device=dev) * 2 - 1) * 0.125 * m[:, None]
+    shift = (shift * torch.tensor([W, H], device=dev)).round()
+    theta = torch.zeros(B, 2, 3, device=dev, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, :, 2] = shift * 2 / torch.tensor([W, H], device=dev)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, mode="nearest", padding_mode="reflection", align_corners=False)
+    x = x + torch.randn(B, 1, 1, 1, device=dev, dtype=x.dtype) * 0.2 * on()
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * torch.exp2(torch.randn(B, 1, 1, 1, device=dev, dtype=x.dtype) * 0.5 * on()) + mean
+    gray = x.mean(dim=1, keepdim=True)
+    x = (x - gray) * torch.exp2(torch.randn(B, 1, 1, 1, device=dev, dtype=x.dtype) * on()) + gray
+    return x
+
+
+class TimelapseRecipe(Recipe):
+    family = "timelapse"
+    config_class = TimelapseConfig
+
+    def __init__(self, cfg: TimelapseConfig, device: torch.device, dataset: TimelapseFrames | None = None):
+        super().__init__(cfg, device)
+        self.data = dataset or TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip,
+                                               cfg.data.time_pattern, cfg.time.lin_scale)
+        axis = self.data.axis
+        self.G = Generator(cfg.model, axis, self.data.rect).to(device)
+        self.D = Discriminator(cfg.model, axis).to(device)
+        self.pl = PathLengthRegularizer().to(device)
+        L = cfg.loss
+        self.ada = AdaController(L.ada_target, L.ada_kimg, L.ada_interval) if L.augment == "ada" else None
+        self.t_all = torch.as_tensor(self.data.t, device=device)
+        self.sigma_all = torch.as_tensor(self.data.sigma, device=device)
+        tn = cfg.time
+        self.d_sigmas = TimeNoise(tn.d_noise_trend, tn.d_noise_year_days, tn.d_noise_day_days).sigmas(axis)
+        res = cfg.model.resolution
+        self.r1_gamma = L.r1_gamma if L.r1_gamma >= 0 else (res / 256) ** 2
+
+    # --- what the engine trains ---------------------------------------------------------
+    def networks(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D}
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        L = self.cfg.loss
+        return {"G": OptimizerSpec(("G",), L.lr, tuple(L.betas), reg_interval=L.pl_interval),
+                "D": OptimizerSpec(("D",), L.lr, tuple(L.betas), reg_interval=L.r1_interval)}
+
+    def phases(self) -> list[Phase]:
+        L = self.cfg.loss
+        out = [Phase("G", "G", self.loss_g, ("G",))]
+        if L.pl_weight > 0 and L.pl_interval > 0:
+            out.append(Phase("Greg", "G", self.loss_greg, ("G",), L.pl_interval))
+        out.append(Phase("D", "D", self.loss_d, ("D",)))
+        if self.r1_gamma > 0 and L.r1_interval > 0:
+            out.append(Phase("Dreg", "D", self.loss_dreg, ("D",), L.r1_interval))
+        return out
+
+    def ema(self) -> dict[str, EMASpec]:
+        return {"G": EMASpec(kind="halflife", halflife_kimg=self.cfg.loss.ema_kimg, rampup=self.cfg.loss.ema_rampup)}
+
+    def dataset(self) -> torch.utils.data.Dataset:
+        return self.data
+
+    # --- pieces of the losses ------------------------------------------------------------
+    @property
+    def p(self) -> float:
+        return self.ada.p if self.ada is not None else 0.0
+
+    def real(self, micro):
+        img, t, sigma = (x.to(self.device) for x in micro[:3])
+        t = t.to(img.dtype)
+        return img, (dequantize(t, sigma) if self.cfg.time.dequantize else t)
+
+    def gen_times(self, n: int) -> torch.Tensor:
+        """Generated t: capture times of random frames, dequantised like the real ones."""
+        idx = torch.randint(len(self.t_all), (n,), device=self.t_all.device)
+        t = self.t_all[idx]
+        return dequantize(t, self.sigma_all[idx]) if self.cfg.time.dequantize else t
+
+    def gen_ws(self, n: int, update_w_avg: bool = False) -> torch.Tensor:
+        G = self.G
+        ws = G.map(torch.randn(n, G.cfg.z_dim, device=self.device), update_w_avg=update_w_avg)
+        if self.cfg.loss.style_mixing > 0:  # StyleGAN2: a second z from a random layer on
+            cut = torch.randint(1, G.num_ws, ()).item()
+            if torch.rand(()).item() < self.cfg.loss.style_mixing:
+                ws2 = G.map(torch.randn(n, G.cfg.z_dim, device=self.device))
+                ws = torch.cat([ws[:, :cut], ws2[:, cut:]], dim=1)
+        return ws
+
+    def run_d(self, img: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # D sees augmented images and per-factor noisy times (METHODS.md 2 (b), applied).
+        return self.D(augment(img, self.p), d_noise(t, self.d_sigmas))
+
+    # --- phases ------------------------------------------------------------------------
+    def loss_g(self, micro, step: int):
+        n = micro[0].shape[0]
+        t = self.gen_times(n)
+        fake = self.G.synthesis(self.gen_ws(n, update_w_avg=True), t)
+        logits = self.run_d(fake, t)
+        loss = ns_loss_g(logits).mean()
+        return loss, {"loss/G": float(loss.detach()), "logits/fake": float(logits.detach().mean())}
+
+    def loss_greg(self, micro, step: int):
+        n = max(micro[0].shape[0] // self.cfg.loss.pl_batch_shrink, 1)
+        ws = self.gen_ws(n)
+        fake = self.G.synthesis(ws, self.gen_times(n))
+        pen = self.pl(fake, ws)
+        return pen.mean() * self.cfg.loss.pl_weight, {"loss/pl": float(pen.detach().mean()), "pl_mean": float(self.pl.pl_mean)}
+
+    def loss_d(self, micro, step: int):
+        img, t_real = self.real(micro)
+        n = img.shape[0]
+        with torch.no_grad():
+            t_fake = self.gen_times(n)
+            fake = self.G.synthesis(self.gen_ws(n), t_fake)
+        logits_fake = self.run_d(fake, t_fake)
+        logits_real = self.run_d(img, t_real)
+        if self.ada is not None:
+            self.ada.accumulate(logits_real)
+        loss = ns_loss_d(logits_real, logits_fake).mean()
+        return loss, {"loss/D": float(loss.detach()), "logits/real": float(logits_real.detach().mean()),
+                      "ada/p": self.p, "ada/rt": float(torch.sign(logits_real.detach()).mean())}
+
+    def loss_dreg(self, micro, step: int):
+        img, t_real = self.real(micro)
+        img = img.detach().requires_grad_(True)
+        logits = self.run_d(img, t_real)
+        r1 = r1_penalty(logits, img)
+        return r1.mean() * (self.r1_gamma / 2), {"loss/r1": float(r1.detach().mean())}
+
+    # --- hooks ---------------------------------------------------------------------------
+    def end_step(self, step: int, stats: dict[str, float]) -> None:
+        if self.ada is not None:
+            self.ada.step(step)
+
+    def state_dict(self) -> dict:
+        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.data.axis.to_dict()}
+        if self.ada is not None:
+            out["ada"] = self.ada.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        if "pl_mean" in state:
+            self.pl.pl_mean.copy_(torch.as_tensor(state["pl_mean"]))
+        if self.ada is not None and "ada" in state:
+            self.ada.load_state_dict(state["ada"])
+
+    @torch.no_grad()
+    def sample(self, nets: dict[str, nn.Module], num: int, seed: int) -> torch.Tensor | None:
+        G = nets.get("G_ema", nets.get("G"))
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(num, G.cfg.z_dim, generator=gen).to(self.device)
+        t = torch.linspace(0, 1, num, device=self.device)  # spread over the sequence
+        return G(z, t, noise="const").clamp(-1, 1)
+
+    def run_name(self) -> str:
+        name = Path(self.cfg.data.path).name or "data"
+        r = self.cfg.model.resolution
+        return f"timelapse-{name}-{r}x{r}-b{self.cfg.engine.batch}"
