@@ -42,8 +42,11 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
 def test_round_trip_through_dict_and_yaml(tmp_path):
     cfg = load_config(Cfg, None, ["engine.seed=3", "data.scales=[0.5,2]"])
     assert config_from_dict(Cfg, config_to_dict(cfg)) == cfg
-    dump_yaml(cfg, tmp_path / "c.yaml")
-    assert load_config(Cfg, tmp_path / "c.yaml") == cfg
+    text = dump_yaml(cfg, tmp_path / "c.yaml")
+    assert load_config(Cfg, tmp_path / "c.yaml") == cfg and (tmp_path / "c.yaml").read_text() == text
+    dump_yaml(load_config(Cfg, None, ["engine.seed=4"]), tmp_path / "c.yaml")  # replaced atomically
+    assert load_config(Cfg, tmp_path / "c.yaml").engine.seed == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["c.yaml"]  # no temporary file left beside it
 
 
 def test_misspelled_key_names_the_closest_valid_keys(tmp_path):

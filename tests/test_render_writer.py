@@ -117,6 +117,22 @@ def test_fractional_fps_and_gif_delays(tmp_path):
     assert set(durations) <= {80, 90} and sum(durations) == 750  # 9 frames at 12 fps = 0.75 s
 
 
+def test_gif_sub_blocks_and_long_settings(tmp_path):
+    from vidgen.render.gif import skip_sub_blocks, sub_blocks
+    for n in (0, 1, 254, 255, 256, 1000):
+        data = bytes(range(256)) * 4
+        blocks = sub_blocks(data[:n])
+        assert skip_sub_blocks(blocks + b"tail", 0) == len(blocks)  # ends right after the terminator
+        assert len(blocks) == n + -(-n // 255) + 1  # a length byte per 255 bytes, then a zero
+    settings = {"prompt": "x" * 700, "seed": 3}  # a comment of several sub-blocks
+    clip = smooth_clip(t=3, h=8, w=8)
+    write_video(tmp_path / "long.gif", clip, 10, settings=settings)
+    assert read_settings(tmp_path / "long.gif") == settings
+    with Image.open(tmp_path / "long.gif") as im:
+        assert im.n_frames == 3 and im.size == (8, 8)
+    assert leftovers(tmp_path) == ["long.gif"]
+
+
 @pytest.mark.parametrize("name", ["clip.mp4", "clip.webm", "clip.gif", "frames", "f_%04d.png"])
 def test_exception_mid_write_leaves_nothing(tmp_path, name):
     clip = smooth_clip(t=4, h=8, w=8)

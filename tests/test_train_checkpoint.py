@@ -1,11 +1,14 @@
+import errno
 import json
 import pickle
 import random
+import threading
 
 import numpy as np
 import pytest
 import torch
 
+from vidgen.data.fileio import sha256_file
 from vidgen.train import checkpoint as ckpt
 from vidgen.train.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint
 
@@ -27,7 +30,7 @@ def test_round_trip_and_reading_api(tmp_path):
     assert resolve_checkpoint(path / "state.json") == path
     with pytest.raises(CheckpointError, match="no network 'D'"):
         c.network_state("D")
-    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # nothing left of the atomic write
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [path.name]  # nothing left of the atomic write
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "state", "missing"])
@@ -79,7 +82,7 @@ def test_pickle_payload_is_refused_without_running(tmp_path):
     good = _write(run, 4)
     (good / "networks.safetensors").write_bytes(blob)
     state = json.loads((good / "state.json").read_text())
-    state["files"]["networks.safetensors"] = {"sha256": ckpt._sha256(good / "networks.safetensors"),
+    state["files"]["networks.safetensors"] = {"sha256": sha256_file(good / "networks.safetensors"),
                                               "bytes": len(blob)}
     state["checksum"] = ckpt._body_checksum(state)
     (good / "state.json").write_text(json.dumps(state))
@@ -91,11 +94,12 @@ def test_pickle_payload_is_refused_without_running(tmp_path):
 def test_keep_last_and_milestones(tmp_path):
     for step in range(1, 9):
         _write(tmp_path, step)
-    (tmp_path / "checkpoints" / ".tmp-step-000000009-123").mkdir()  # left by a killed writer
+    (tmp_path / "checkpoints" / ".tmp-step-000000009-123").mkdir()  # left by killed writers
+    (tmp_path / "checkpoints" / ".step-000000009.tmp-0123abcd").mkdir()
     ckpt.prune_checkpoints(tmp_path, keep_last=2, milestone_every=3)
     steps = [int(p.name[5:]) for p in ckpt.list_checkpoints(tmp_path)]
     assert steps == [3, 6, 7, 8]
-    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [f"step-{s:09d}" for s in steps]
 
 
 def test_rng_and_optimizer_state_round_trip():
@@ -127,3 +131,79 @@ def test_missing_path_and_empty_run(tmp_path):
         resolve_checkpoint(tmp_path / "nothing")
     with pytest.raises(CheckpointError, match="holds no checkpoints"):
         resolve_checkpoint(tmp_path)
+
+
+def _failing_save(fail_on: str):
+    """A safetensors writer that writes half of ``fail_on`` and then fails as a full disk does."""
+    real = ckpt.save_file
+
+    def save(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        if filename.endswith(fail_on):
+            data = open(filename, "rb").read()
+            open(filename, "wb").write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+    return save
+
+
+@pytest.mark.parametrize("fail_on", ["networks.safetensors", "train.safetensors"])
+def test_a_failed_write_never_replaces_a_good_checkpoint(tmp_path, monkeypatch, fail_on):
+    good = _write(tmp_path, 3, 3.0)
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+    monkeypatch.setattr(ckpt, "save_file", _failing_save(fail_on))
+    with pytest.raises(CheckpointError, match="could not write checkpoint .*No space left.* unchanged"):
+        _write(tmp_path, 6, 6.0)  # a new step
+    with pytest.raises(CheckpointError, match="could not write checkpoint"):
+        _write(tmp_path, 3, 9.0)  # the same step written again (after a resume)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [good.name]  # no temporary folders
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    c = read_checkpoint(tmp_path)
+    assert c.step == 3 and torch.equal(c.network_state("G")["w"], torch.full((4, 4), 3.0))
+
+
+def test_rewriting_a_step_replaces_it_whole(tmp_path):
+    _write(tmp_path, 3, 3.0)
+    _write(tmp_path, 3, 5.0)
+    c = read_checkpoint(tmp_path)
+    assert torch.equal(c.network_state("G")["w"], torch.full((4, 4), 5.0))
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000000003"]
+
+
+def test_run_numbers_are_unique_when_runs_start_at_once(tmp_path):
+    (tmp_path / "00007-old-run").mkdir()
+    (tmp_path / "notes-00099").mkdir()  # not a run folder
+    names = [f"toygan-{i}-8x8-b4" for i in range(8)]
+    barrier, made = threading.Barrier(len(names)), []
+    real_runs = ckpt._runs
+
+    def slow_scan(out_dir):  # widen the window between choosing a number and creating the folder
+        found = real_runs(out_dir)
+        threading.Event().wait(0.02)
+        return found
+
+    def start(name):
+        barrier.wait()
+        made.append(ckpt.new_run_dir(tmp_path, name))
+
+    ckpt._runs = slow_scan
+    try:
+        threads = [threading.Thread(target=start, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        ckpt._runs = real_runs
+    numbers = sorted(int(p.name[:5]) for p in made)
+    assert numbers == list(range(8, 16)), [p.name for p in made]
+
+
+def test_latest_run_matches_the_name_exactly(tmp_path):
+    name = "toygan-clips[2]-8x8-b4"  # glob metacharacters in a data folder name
+    for folder, step in (("00000-" + name, 2), ("00001-" + name, 5), ("00002-" + name + "-x", 9),
+                         ("00003-other", 9)):
+        _write(tmp_path / folder, step)
+    (tmp_path / ("00004-" + name)).mkdir()  # started, killed before its first checkpoint
+    assert ckpt.latest_run(tmp_path, name) == tmp_path / ("00001-" + name)
+    assert ckpt.latest_run(tmp_path / "absent", name) is None
+    assert ckpt.new_run_dir(tmp_path, name).name == "00005-" + name

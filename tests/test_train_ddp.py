@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
+from vidgen.config import load_config
 from vidgen.train import checkpoint as ckpt
+from vidgen.train.engine import seed_all
+from vidgen.train.toy import ToyGANConfig, ToyGANRecipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ["engine.batch=8", "data.resolution=8", "model.channels=8", "model.z_dim=8", "data.num=64",
@@ -40,3 +44,10 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     diff = max((one[k] - two[k]).abs().max().item() for k in one)
     print(f"max abs diff 1 vs 2 processes: {diff:.3g}")
     assert diff <= 1e-5, diff
+    # and training did move the weights (equal because both trained, not because neither did)
+    cfg = load_config(ToyGANConfig, None, SETS)
+    seed_all(cfg.engine.seed)  # the engine's initial weights
+    init = ToyGANRecipe(cfg, torch.device("cpu")).networks()
+    for net in ("G", "D"):
+        moved = max((one[f"{net}/{k}"] - v).abs().max().item() for k, v in init[net].state_dict().items())
+        assert moved > 1e-3, (net, moved)

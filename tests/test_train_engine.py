@@ -82,8 +82,14 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
 def test_learning_rate_schedules():
     spec = OptimizerSpec(("G",), 0.01, rampup_steps=10)
     assert scheduled_lr(spec, 0.01, 0) == pytest.approx(0.001) and scheduled_lr(spec, 0.01, 50) == 0.01
+    assert scheduled_lr(spec, 0.01, 4) == pytest.approx(0.005) and scheduled_lr(spec, 0.01, 9) == 0.01
     inv = OptimizerSpec(("G",), 0.01, schedule="inv_sqrt", ref_steps=100)
+    assert scheduled_lr(inv, 0.01, 0) == 0.01 and scheduled_lr(inv, 0.01, 100) == 0.01
     assert scheduled_lr(inv, 0.01, 50) == 0.01 and scheduled_lr(inv, 0.01, 400) == pytest.approx(0.005)
+    assert scheduled_lr(inv, 0.01, 10_000) == pytest.approx(0.001)  # alpha_ref / sqrt(t / t_ref)
+    both = OptimizerSpec(("G",), 0.01, schedule="inv_sqrt", ref_steps=4, rampup_steps=8)
+    assert scheduled_lr(both, 0.01, 1) == pytest.approx(0.01 * 2 / 8)  # ramp-up, before t_ref
+    assert scheduled_lr(both, 0.01, 16) == pytest.approx(0.01 / 2)  # ramp-up done, sqrt(16 / 4) = 2
 
 
 class NaNLossRecipe(ToyGANRecipe):
@@ -121,16 +127,20 @@ class NaNGradRecipe(ToyGANRecipe):
 
 def test_nonfinite_losses_skip_the_step_and_are_counted(tmp_path):
     run = train(NaNLossRecipe, cfg_for(tmp_path, "engine.steps=8", "engine.max_nonfinite=3"))
-    c, nets, _ = final_tensors(run)
+    c, nets, train_t = final_tensors(run)
     assert c.state["counters"]["nonfinite_losses"] == 2
-    assert all(torch.isfinite(v).all() for v in nets.values())
+    assert all(torch.isfinite(v).all() for v in nets.values()) and all(torch.isfinite(v).all() for v in train_t.values())
+    # G's optimiser skipped exactly the two NaN steps; D's (8 D steps + lazy R1 at 0, 3, 6) none
+    assert train_t["optim/G/state/0/step"].item() == 6 and train_t["optim/D/state/0/step"].item() == 11
 
 
 def test_nonfinite_gradients_are_zeroed_and_counted(tmp_path):
     run = train(NaNGradRecipe, cfg_for(tmp_path, "engine.steps=6"))
-    c, nets, _ = final_tensors(run)
+    c, nets, train_t = final_tensors(run)
     assert c.state["counters"]["nonfinite_grads"] == 1 and c.state["counters"]["nonfinite_losses"] == 0
-    assert all(torch.isfinite(v).all() for v in nets.values())
+    assert all(torch.isfinite(v).all() for v in nets.values()) and all(torch.isfinite(v).all() for v in train_t.values())
+    # the step was taken with the NaN entries zeroed, not skipped (6 D steps + lazy R1 at 0, 3)
+    assert train_t["optim/D/state/0/step"].item() == 8
 
 
 def test_a_run_of_nonfinite_losses_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -4,6 +4,7 @@ bitwise equal to an uninterrupted run (CPU, subprocesses through the real CLI)."
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -62,11 +63,15 @@ def test_sigkill_three_times_then_resume_auto_is_bitwise_exact(tmp_path):
         assert proc.poll() is None, f"run ended before the kill (seed {seed}): {proc.stderr.read()[-2000:]}"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        err = proc.stderr.read().decode(errors="replace")
+        if kills:  # every run after the first continued from where the previous one was killed
+            assert re.search(rf"resumed from .* at step {kills[-1]}\b", err), f"seed {seed}: {err[-2000:]}"
         kills.append(_newest_step(out))
-    assert kills[-1] < STEPS, f"seed {seed}"
+    assert kills == sorted(set(kills)) and kills[-1] < STEPS, f"kills at {kills} (seed {seed})"
     done = subprocess.run(_cmd(out), env=_env(), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "resumed from" in done.stderr
+    assert re.search(rf"resumed from .* at step {kills[-1]}\b", done.stderr), done.stderr[-2000:]
+    assert len(list(out.iterdir())) == 1, list(out.iterdir())  # one run folder: every restart resumed it
 
     (n1, t1), (n2, t2) = _final(tmp_path / "ref"), _final(out)
     assert n1.keys() == n2.keys() and t1.keys() == t2.keys()

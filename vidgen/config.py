@@ -23,6 +23,7 @@ from typing import Any, Iterable, TypeVar
 
 import yaml
 
+from vidgen.data.fileio import write_bytes
 from vidgen.errors import ConfigError
 
 T = TypeVar("T")
@@ -218,11 +219,5 @@ def dump_yaml(cfg: Any, path: str | os.PathLike | None = None) -> str:
     """The config as YAML text; also written atomically to ``path`` when given."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_bytes(path, text.encode())
     return text

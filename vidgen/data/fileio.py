@@ -3,7 +3,8 @@
 An atomic write builds the file under a hidden temporary name in the destination folder
 (so the final rename never crosses file systems), fsyncs it, renames it into place with
 ``os.replace`` and fsyncs the folder; an exception removes the temporary file, so a reader
-sees either the old file or the complete new one, never half of it.
+sees either the old file or the complete new one, never half of it. :func:`atomic_dir` does
+the same for a whole folder (a checkpoint, a prepared dataset).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,6 +52,41 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new, empty temporary folder to build ``path`` in; on success every file in it is
+    fsynced and it takes the place of ``path``. An existing ``path`` is moved aside first and
+    deleted only after the new folder is in place, so at every moment ``path`` is either the
+    old folder or the complete new one. On an exception the temporary folder is deleted and
+    ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(path)
+    tmp.mkdir()
+    old = None
+    try:
+        yield tmp
+        for root, _, files in os.walk(tmp):
+            for name in files:
+                fsync_path(os.path.join(root, name))
+            fsync_path(root)
+        if path.exists():
+            old = temp_beside(path, ".old")
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:  # put the old folder back
+                os.replace(old, path)
+                old = None
+            raise
+        fsync_path(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -7,16 +7,14 @@ that produced a render are embedded as JSON so the render can be reproduced
 (`read_settings(path)` returns them):
 
 - mp4 / webm: the container's ``comment`` tag;
-- gif: a GIF comment extension before the first frame;
+- gif: a GIF comment extension before the first frame (the GIF89a encoder is in gif.py);
 - png: a ``vidgen_settings`` tEXt chunk in every frame, plus ``settings.json`` beside them.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import struct
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +27,7 @@ from einops import rearrange, repeat
 from PIL import Image, PngImagePlugin
 
 from vidgen.data.fileio import fsync_path, temp_beside
+from vidgen.render.gif import GifBackend
 from vidgen.errors import ConfigError, DataError, VidgenError
 
 FORMATS = ("mp4", "webm", "gif", "png")
@@ -273,74 +272,6 @@ class _AvBackend:
             pass
 
 
-def _skip_sub_blocks(data: bytes, pos: int) -> int:
-    while data[pos]:
-        pos += data[pos] + 1
-    return pos + 1
-
-
-def _sub_blocks(data: bytes) -> bytes:
-    return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\x00"
-
-
-def _gif_frame(frame: np.ndarray, colors: int) -> tuple[bytes, int, bytes]:
-    """One frame -> (its own 256-colour palette, palette size bits, LZW image data).
-
-    Pillow quantises and LZW-compresses the frame as a one-frame GIF; we lift the palette and
-    the image data out of it (GIF89a spec sections 18-22), so each frame is written at once.
-    """
-    pal_img = Image.fromarray(frame, "RGB").quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
-    buf = io.BytesIO()
-    pal_img.save(buf, format="GIF", optimize=False, interlace=False)
-    data = buf.getvalue()
-    flags, pos, table, bits = data[10], 13, b"", 0
-    if flags & 0x80:  # global colour table
-        bits = flags & 7
-        table, pos = data[pos:pos + 3 * 2 ** (bits + 1)], pos + 3 * 2 ** (bits + 1)
-    while data[pos] == 0x21:  # extensions before the image
-        pos = _skip_sub_blocks(data, pos + 2)
-    assert data[pos] == 0x2C, "Pillow wrote an unexpected GIF block"
-    left, top, w, h, iflags = struct.unpack("<HHHHB", data[pos + 1:pos + 10])
-    assert (left, top, w, h) == (0, 0, frame.shape[1], frame.shape[0]) and not iflags & 0x40
-    pos += 10
-    if iflags & 0x80:  # local colour table
-        bits = iflags & 7
-        table, pos = data[pos:pos + 3 * 2 ** (bits + 1)], pos + 3 * 2 ** (bits + 1)
-    end = _skip_sub_blocks(data, pos + 1)  # LZW minimum code size byte, then sub-blocks
-    return table, bits, data[pos:end]
-
-
-class _GifBackend:
-    """An animated GIF, written frame by frame with a local palette per frame."""
-
-    def __init__(self, tmp: Path, fps: Fraction, size: tuple[int, int], payload: str, colors: int = 256):
-        self.size, self.fps, self.colors, self.index = size, fps, colors, 0
-        h, w = size
-        if max(h, w) > 65535:
-            raise VidgenError(f"gif frames are at most 65535 pixels wide or high; got {w}x{h}")
-        self.file = open(tmp, "wb")
-        self.file.write(b"GIF89a" + struct.pack("<HHBBB", w, h, 0, 0, 0))  # no global palette
-        self.file.write(b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00")  # loop forever
-        self.file.write(b"\x21\xfe" + _sub_blocks(payload.encode("ascii")))  # comment extension
-
-    def write(self, frames: np.ndarray) -> None:  # frames: [T, H, W, 3] uint8
-        h, w = self.size
-        for frame in frames:
-            # delays are in 1/100 s; rounding the running total keeps the average rate exact
-            delay = round(100 * (self.index + 1) / self.fps) - round(100 * self.index / self.fps)
-            self.index += 1
-            table, bits, lzw = _gif_frame(frame, self.colors)
-            self.file.write(b"\x21\xf9\x04" + struct.pack("<BHB", 0x04, max(delay, 1), 0) + b"\x00")
-            self.file.write(b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0x80 | bits) + table + lzw)
-
-    def finish(self) -> None:
-        self.file.write(b"\x3b")
-        self.file.close()
-
-    def abort(self) -> None:
-        self.file.close()
-
-
 class _PngBackend:
     """Numbered png frames in a folder built under a temporary name."""
 
@@ -432,7 +363,7 @@ class VideoWriter:
             self._backend = _PngBackend(self._tmp, self._frame_name, self._payload)
         elif self.format == "gif":
             self._tmp = temp_beside(self.path, ".gif")
-            self._backend = _GifBackend(self._tmp, self.fps, size, self._payload, self.gif_colors)
+            self._backend = GifBackend(self._tmp, self.fps, size, self._payload, self.gif_colors)
         else:
             self._tmp = temp_beside(self.path, "." + self.format)
             self._backend = _AvBackend(self._tmp, self.format, self.fps, size, self._payload, self.crf, self.preset)

@@ -13,8 +13,9 @@ Layout of a run (``{out_dir}/{NNNNN}-{recipe.run_name()}``)::
                                 sampler position, recipe JSON state, optimiser groups,
                                 and the sha256 and size of both safetensors files
 
-A checkpoint folder is written as ``.tmp-...`` (every file fsynced) and renamed into place,
-so a checkpoint either exists whole or not at all. ``state.json`` carries a checksum of its
+A checkpoint folder is built under a hidden temporary name (every file fsynced) and renamed
+into place (``vidgen.data.fileio.atomic_dir``), so a checkpoint either exists whole or not at
+all, and a write that fails leaves the checkpoints already there untouched. ``state.json`` carries a checksum of its
 own body, and reading checks all three files: a truncated or corrupted checkpoint is
 detected, and ``resolve_checkpoint`` on a run folder falls back to the newest good one with
 a warning. A pickle (``.pt``/``.pkl``) given or renamed as a checkpoint is refused without
@@ -24,6 +25,7 @@ being unpickled.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +42,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from vidgen.data.fileio import atomic_dir, sha256_file
 from vidgen.errors import VidgenError
 
 FORMAT = "vidgen-checkpoint-1"
@@ -51,28 +54,10 @@ class CheckpointError(VidgenError):
 
 
 # --- writing ---------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     # clone: safetensors refuses tensors that share memory (tied weights)
     flat = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     save_file(flat, str(path), metadata={"format": FORMAT})
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 def _body_checksum(state: dict[str, Any]) -> str:
@@ -92,27 +77,25 @@ def _json_default(obj: Any) -> Any:
 
 def write_checkpoint(folder: Path, networks: dict[str, torch.Tensor], train: dict[str, torch.Tensor],
                      state: dict[str, Any]) -> Path:
-    """Write one checkpoint folder atomically; ``state`` must be JSON-able. Returns ``folder``."""
+    """Write one checkpoint folder atomically; ``state`` must be JSON-able. Returns ``folder``.
+
+    A folder of the same name (the same step, written again after a resume) is replaced only
+    once the new one is complete. A write that fails (disk full, ...) raises CheckpointError
+    and leaves every checkpoint already there as it was."""
     folder = Path(folder)
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    files = {}
-    for name, tensors in (("networks.safetensors", networks), ("train.safetensors", train)):
-        _save_tensors(tmp / name, tensors)
-        files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-    state = json.loads(json.dumps(dict(state, format=FORMAT, files=files), default=_json_default))
-    state["checksum"] = _body_checksum(state)
-    with open(tmp / "state.json", "w") as f:
-        json.dump(state, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(tmp)
-    if folder.exists():  # a re-run of the same step after resume: replace it
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    _fsync_dir(folder.parent)
+    try:
+        with atomic_dir(folder) as tmp:
+            files = {}
+            for name, tensors in (("networks.safetensors", networks), ("train.safetensors", train)):
+                _save_tensors(tmp / name, tensors)
+                files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            state = json.loads(json.dumps(dict(state, format=FORMAT, files=files), default=_json_default))
+            state["checksum"] = _body_checksum(state)
+            (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+    except OSError as exc:
+        raise CheckpointError(f"could not write checkpoint {folder} ({exc}); the checkpoints already in "
+                              f"{folder.parent} are unchanged. Free disk space or fix permissions, then "
+                              "resume with --resume auto.") from None
     return folder
 
 
@@ -138,8 +121,9 @@ def prune_checkpoints(run_dir: Path, keep_last: int, milestone_every: int) -> li
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
-    for stale in (Path(run_dir) / "checkpoints").glob(".tmp-*"):  # left by a killed writer
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in (Path(run_dir) / "checkpoints").glob(".*"):  # temporary folders left by a killed writer
+        if stale.is_dir() and ".tmp-" in stale.name:
+            shutil.rmtree(stale, ignore_errors=True)
     return removed
 
 
@@ -224,7 +208,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         _refuse_pickle(f)
         if f.stat().st_size != info["bytes"]:
             raise CheckpointError(f"{f} is truncated ({f.stat().st_size} of {info['bytes']} bytes)")
-        if _sha256(f) != info["sha256"]:
+        if sha256_file(f) != info["sha256"]:
             raise CheckpointError(f"{f} is corrupted (sha256 mismatch)")
         try:
             with safe_open(str(f), framework="pt"):
@@ -272,28 +256,58 @@ def read_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
     return Checkpoint(folder, state)
 
 
+_RUN_DIR = re.compile(r"^(\d{5,})-(.+)$")
+
+
+def _runs(out_dir: Path) -> list[tuple[int, Path]]:
+    """(number, folder) of every run folder ``NNNNN-...`` under ``out_dir``, by number."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in out_dir.iterdir()
+                  if (m := _RUN_DIR.match(p.name)) and p.is_dir())
+
+
 def latest_run(out_dir: Path, run_name: str) -> Path | None:
     """The newest run folder ``NNNNN-{run_name}`` under ``out_dir`` that has a checkpoint."""
-    runs = sorted(p for p in Path(out_dir).glob(f"[0-9][0-9][0-9][0-9][0-9]-{run_name}") if p.is_dir())
-    for run in reversed(runs):
-        if list_checkpoints(run):
+    for _, run in reversed(_runs(out_dir)):
+        if run.name.split("-", 1)[1] == run_name and list_checkpoints(run):
             return run
     return None
 
 
+@contextlib.contextmanager
+def _numbering_lock(out_dir: Path):
+    """Serialise run numbering between processes sharing ``out_dir``: an advisory lock on the
+    folder itself (no lock file left behind); where ``fcntl`` is missing, mkdir's atomicity
+    alone guards the name."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def new_run_dir(out_dir: Path, run_name: str) -> Path:
-    """Create ``{out_dir}/{NNNNN}-{run_name}`` with the next free number."""
+    """Create ``{out_dir}/{NNNNN}-{run_name}`` with the next free number. Numbers are unique
+    across run names, also when several runs start at once in the same ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(p.name[:5]) for p in out_dir.iterdir() if re.match(r"^\d{5}-", p.name)]
-    n = max(numbers, default=-1) + 1
-    while True:
-        path = out_dir / f"{n:05d}-{run_name}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
+    with _numbering_lock(out_dir):
+        n = max((num for num, _ in _runs(out_dir)), default=-1) + 1
+        while True:
+            path = out_dir / f"{n:05d}-{run_name}"
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                n += 1
 
 
 # --- state <-> (JSON, tensors) ---------------------------------------------------------------

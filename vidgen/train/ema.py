@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from vidgen.data.fileio import atomic_path
 from vidgen.train.recipe import EMASpec
 
 SNAPSHOT_FORMAT = "vidgen-phema-1"
@@ -176,13 +176,9 @@ def make_ema(name: str, net: nn.Module, spec: EMASpec) -> EMA:
 # --- files -----------------------------------------------------------------------------------
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Atomic safetensors write: temporary file in the same folder, fsync, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(flat, str(tmp), metadata=metadata)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=metadata)
 
 
 def read_snapshot(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

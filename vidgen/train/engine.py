@@ -4,7 +4,7 @@
 
 The engine owns: per-rank seeding and data (``vidgen.data.sampler.InfiniteSampler``),
 gradient accumulation, gradient averaging over ranks (dist.py), bf16 autocast on CUDA,
-learning-rate schedules, the lazy-regularisation compensation of ``OptimizerSpec``,
+learning-rate schedules and the lazy-regularisation compensation of ``OptimizerSpec`` (optim.py),
 non-finite guards, EMA (ema.py), checkpoints and resume (checkpoint.py) and logging (log.py).
 
 Details a recipe can rely on:
@@ -40,13 +40,14 @@ import torch
 from torch import nn
 
 from vidgen.config import config_to_dict, dump_yaml
-from vidgen.errors import ConfigError, VidgenError
+from vidgen.errors import ConfigError, DataError, VidgenError
 from vidgen.train import checkpoint as ckpt
 from vidgen.train.dist import (DistInfo, all_reduce_grads, all_reduce_mean, broadcast_module,  # noqa: F401
                                gather_objects, init_distributed, make_loader, rank_seed, shutdown,
                                split_batch, to_device)
 from vidgen.train.ema import EMA, make_ema
 from vidgen.train.log import StatsAverager, Timer, TrainLogger, save_samples
+from vidgen.train.optim import build_optimizer, check_lazy_regularisation, scheduled_lr  # noqa: F401 (re-exported)
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe  # noqa: F401 (re-exported)
 
 
@@ -58,32 +59,6 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-
-
-def build_optimizer(spec: OptimizerSpec, nets: dict[str, nn.Module], name: str) -> torch.optim.Adam:
-    """Adam over the networks of ``spec``, with the lazy-regularisation compensation
-    (StyleGAN2): c = k / (k + 1), lr *= c, betas **= c."""
-    params = []
-    for net in spec.networks:
-        if net not in nets:
-            raise ConfigError(f"optimizer {name!r} names network {net!r}; the recipe has {', '.join(nets)}")
-        params += [p for p in nets[net].parameters() if p.requires_grad]
-    c = spec.reg_interval / (spec.reg_interval + 1) if spec.reg_interval > 1 else 1.0
-    opt = torch.optim.Adam(params, lr=spec.lr * c, betas=(spec.betas[0] ** c, spec.betas[1] ** c),
-                           eps=spec.eps, weight_decay=spec.weight_decay)
-    opt.base_lr = spec.lr * c  # the schedule scales this
-    return opt
-
-
-def scheduled_lr(spec: OptimizerSpec, base_lr: float, step: int) -> float:
-    lr = base_lr
-    if spec.rampup_steps > 0:
-        lr *= min((step + 1) / spec.rampup_steps, 1.0)
-    if spec.schedule == "inv_sqrt":
-        lr /= math.sqrt(max(step / max(spec.ref_steps, 1), 1.0))
-    elif spec.schedule != "constant":
-        raise ConfigError(f"unknown learning-rate schedule {spec.schedule!r}; use constant or inv_sqrt")
-    return lr
 
 
 class Trainer:
@@ -111,6 +86,7 @@ class Trainer:
         for ph in self.phases:
             if ph.optimizer not in self.opts:
                 raise ConfigError(f"phase {ph.name!r} uses optimizer {ph.optimizer!r}; the recipe has {', '.join(self.opts)}")
+        check_lazy_regularisation(self.specs, self.phases)
         self.emas: dict[str, EMA] = {k: make_ema(k, self.nets[k], s) for k, s in self.recipe.ema().items()}
         self.step, self.nimg = 0, 0
         self.nonfinite_run: dict[str, int] = {}  # phase -> non-finite losses in a row
@@ -253,6 +229,20 @@ class Trainer:
         return None if media is None else save_samples(media, folder, self.step)
 
 
+def open_dataset(recipe: Recipe, cfg: Any) -> torch.utils.data.Dataset:
+    """The recipe's dataset; a DataError says it came from ``data.path`` (``--data``)."""
+    where = getattr(getattr(cfg, "data", None), "path", None)
+    hint = f"the training data {where!r} (data.path, set by --data)" if where is not None else "the training data"
+    try:
+        dataset = recipe.dataset()
+    except DataError as exc:
+        raise DataError(f"cannot read {hint}: {exc}") from None
+    if len(dataset) == 0:
+        raise DataError(f"{hint} holds no samples; pass a dataset folder made by `vidgen data prepare` "
+                        "or a folder of videos / frames")
+    return dataset
+
+
 def _resume_source(recipe: Recipe, ecfg: EngineConfig, resume: str | None) -> Path | None:
     if resume in (None, "", "none"):
         return None
@@ -281,7 +271,7 @@ class Run:
         e = self.e = cfg.engine
         self.info, self.family = info, recipe_cls.family
         tr = self.tr = Trainer(recipe_cls, cfg, info)
-        dataset = tr.recipe.dataset()  # before the run folder: a bad data path leaves nothing behind
+        dataset = open_dataset(tr.recipe, cfg)  # before the run folder: a bad data path leaves nothing behind
         tr.dataset_len = len(dataset)
         source = _resume_source(tr.recipe, e, resume) if info.is_main else None
         source = gather_objects(str(source) if source else None, info)[0]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections import defaultdict
@@ -28,8 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange, repeat
 from tqdm import tqdm
+
+from vidgen.data.fileio import write_bytes
 
 TIMING_KEYS = ("data", "fwd_bwd", "optimizer", "logging")
 
@@ -101,9 +101,7 @@ class TrainLogger:
                     keep.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
     def step(self, step: int, kimg: float) -> None:
         if self.bar is not None:
@@ -136,28 +134,22 @@ class TrainLogger:
             self.tb.close()
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] floats with channels first -> uint8 RGB with channels last (grey repeated)."""
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    if x.shape[1] == 1:
-        x = repeat(x, "n 1 ... -> n c ...", c=3)
-    if x.ndim == 4:
-        return rearrange(x[:, :3], "n c h w -> n h w c").numpy()
-    return rearrange(x[:, :3], "n c t h w -> n t h w c").numpy()
-
-
 def save_samples(media: torch.Tensor, folder: Path, step: int, fps: float = 8.0) -> Path:
     """Write sample media in [-1, 1]: images ``[N, C, H, W]`` as one PNG grid, clips
     ``[N, C, T, H, W]`` as one MP4 of grids. Returns the file written."""
     from vidgen.render.layout import grid
-    from vidgen.render.writer import save_png, write_video
+    from vidgen.render.writer import save_png, to_uint8_frames, write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     media = media.detach().float().cpu()
     settings = {"step": step, "kind": "training samples"}
-    if media.ndim not in (4, 5):
+    if media.ndim == 4:  # images [N, C, H, W] -> uint8 [N, H, W, 3]
+        frames = to_uint8_frames(media, layout="TCHW")
+    elif media.ndim == 5:  # clips [N, C, T, H, W] -> uint8 [N, T, H, W, 3]
+        frames = np.stack([to_uint8_frames(clip, layout="CTHW") for clip in media])
+    else:
         raise ValueError(f"sample media must be [N, C, H, W] or [N, C, T, H, W], got {tuple(media.shape)}")
-    tiles = grid(_to_uint8(media))  # [H', W', 3] or [T, H', W', 3]
+    tiles = grid(frames)  # [H', W', 3] or [T, H', W', 3]
     if media.ndim == 4:
         return save_png(folder / f"samples-{step:09d}.png", tiles, settings=settings)
     return write_video(folder / f"samples-{step:09d}.mp4", tiles, fps, settings=settings)
