@@ -1,0 +1,226 @@
+"""The EDM2 magnitude-preserving U-Net (METHODS.md section 4) with named presets.
+
+Encoder: a 3x3 input conv (with an extra constant-1 channel), then per resolution a down-
+sampling block and ``num_blocks`` blocks; decoder: two middle blocks, then per resolution an
+up-sampling block and ``num_blocks + 1`` blocks taking the MP-concatenated skip. Every block:
+(enc: pixel norm) -> mp_silu -> 3x3 conv -> scale by (1 + emb gain) -> mp_silu -> dropout ->
+3x3 conv -> mp_sum(skip, t=0.3) -> [cosine self-attention] -> [cross-attention to tokens]
+-> clip to +-256. The noise embedding is MP-Fourier(c_noise) -> linear, MP-summed with the
+label embedding (t = 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from vidgen.errors import ConfigError
+from vidgen.nn.attention import attention
+from vidgen.nn.mp import MPConv, MPFourier, mp_cat, mp_silu, mp_sum, normalize, resample
+
+
+@dataclass
+class UNetConfig:
+    """Shape of the network (the ``model`` section of a diffusion config)."""
+
+    preset: str = ""  # "xs".."xxl" / "tiny": fills the fields below that are left at None
+    img_resolution: int = 64
+    img_channels: int = 4
+    label_dim: int = 1000  # 0: unconditional
+    model_channels: int | None = None
+    channel_mult: tuple[int, ...] | None = None
+    num_blocks: int | None = None
+    attn_resolutions: tuple[int, ...] | None = None
+    dropout: float | None = None
+    channels_per_head: int = 64
+    token_dim: int = 0  # > 0: cross-attention to [B, T, token_dim] token embeddings
+    cross_attn_resolutions: tuple[int, ...] = (16, 8)
+    res_balance: float = 0.3
+    attn_balance: float = 0.3
+    label_balance: float = 0.5
+    concat_balance: float = 0.5
+    clip_act: float = 256.0
+
+
+# EDM2 ImageNet-512 latent presets (4 channels at 64x64, 1000 classes), and a CPU one.
+PRESETS: dict[str, dict] = {
+    "xs": dict(model_channels=128, dropout=0.0),
+    "s": dict(model_channels=192, dropout=0.0),
+    "m": dict(model_channels=256, dropout=0.1),
+    "l": dict(model_channels=320, dropout=0.1),
+    "xl": dict(model_channels=384, dropout=0.1),
+    "xxl": dict(model_channels=448, dropout=0.1),
+    "tiny": dict(model_channels=32, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), dropout=0.0,
+                 channels_per_head=32),
+}
+_DEFAULTS = dict(channel_mult=(1, 2, 3, 4), num_blocks=3, attn_resolutions=(16, 8), dropout=0.0)
+
+
+def resolve(cfg: UNetConfig) -> UNetConfig:
+    """Fill the fields left at None from the preset, then from the EDM2 defaults."""
+    if cfg.preset and cfg.preset.lower() not in PRESETS:
+        raise ConfigError(f"model.preset: unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS.get(cfg.preset.lower(), {}) if cfg.preset else {}
+    out = {}
+    for key in ("model_channels", "channel_mult", "num_blocks", "attn_resolutions", "dropout"):
+        val = getattr(cfg, key)
+        out[key] = val if val is not None else preset.get(key, _DEFAULTS.get(key))
+    if out["model_channels"] is None:
+        raise ConfigError("model.model_channels: set it, or choose model.preset (xs, s, m, l, xl, xxl, tiny)")
+    if "channels_per_head" in preset and cfg.channels_per_head == 64:
+        out["channels_per_head"] = preset["channels_per_head"]
+    out["channel_mult"], out["attn_resolutions"] = tuple(out["channel_mult"]), tuple(out["attn_resolutions"])
+    return replace(cfg, **out)
+
+
+class Block(nn.Module):
+    """One EDM2 residual block (``flavor`` "enc" or "dec"), optionally resampling."""
+
+    def __init__(self, cin: int, cout: int, cemb: int, cfg: UNetConfig, flavor: str = "enc",
+                 resample_mode: str = "keep", attention: bool = False, cross: bool = False):
+        super().__init__()
+        self.flavor, self.resample_mode, self.cfg = flavor, resample_mode, cfg
+        self.out_channels = cout
+        self.num_heads = cout // cfg.channels_per_head if attention else 0
+        self.emb_gain = nn.Parameter(torch.zeros([]))
+        self.conv_res0 = MPConv(cout if flavor == "enc" else cin, cout, (3, 3))
+        self.emb_linear = MPConv(cemb, cout)
+        self.conv_res1 = MPConv(cout, cout, (3, 3))
+        self.conv_skip = MPConv(cin, cout, (1, 1)) if cin != cout else None
+        if self.num_heads:
+            self.attn_qkv = MPConv(cout, cout * 3, (1, 1))
+            self.attn_proj = MPConv(cout, cout, (1, 1))
+        self.cross_heads = max(cout // cfg.channels_per_head, 1) if cross else 0
+        if self.cross_heads:
+            self.cross_q = MPConv(cout, cout, (1, 1))
+            self.cross_kv = MPConv(cfg.token_dim, cout * 2)
+            self.cross_proj = MPConv(cout, cout, (1, 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, tokens: torch.Tensor | None = None,
+                paint=None, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [B, C, H, W], emb: [B, cemb]
+        x = resample(x, self.resample_mode)
+        if self.flavor == "enc":
+            if self.conv_skip is not None:
+                x = self.conv_skip(x)
+            x = normalize(x, dim=1)  # pixel norm
+        y = self.conv_res0(mp_silu(x))
+        c = self.emb_linear(emb, gain=self.emb_gain) + 1
+        y = mp_silu(y * rearrange(c, "b c -> b c 1 1").to(y.dtype))
+        if self.training and self.cfg.dropout:
+            y = nn.functional.dropout(y, p=self.cfg.dropout)
+        y = self.conv_res1(y)
+        if self.flavor == "dec" and self.conv_skip is not None:
+            x = self.conv_skip(x)
+        x = mp_sum(x, y, t=self.cfg.res_balance)
+        if self.num_heads:
+            h, w = x.shape[-2:]
+            qkv = rearrange(self.attn_qkv(x), "b (n c three) h w -> three b n (h w) c", n=self.num_heads, three=3)
+            q, k, v = normalize(qkv, dim=-1).unbind(0)  # cosine attention: pixel norm of q, k, v
+            y = rearrange(attention(q, k, v), "b n (h w) c -> b (n c) h w", h=h, w=w)
+            x = mp_sum(x, self.attn_proj(y), t=self.cfg.attn_balance)
+        if self.cross_heads and tokens is not None:
+            x = mp_sum(x, self._cross(x, tokens, paint, sigma), t=self.cfg.attn_balance)
+        if self.cfg.clip_act:
+            x = x.clamp(-self.cfg.clip_act, self.cfg.clip_act)
+        return x
+
+    def _cross(self, x, tokens, paint, sigma):
+        # tokens: [B, T, token_dim]; paint: experts.PaintWithWords or None
+        h, w = x.shape[-2:]
+        q = normalize(rearrange(self.cross_q(x), "b (n c) h w -> b n (h w) c", n=self.cross_heads), dim=-1)
+        kv = rearrange(self.cross_kv(tokens.to(x.dtype)), "b t (two n c) -> two b n t c", two=2, n=self.cross_heads)
+        k, v = normalize(kv, dim=-1).unbind(0)
+        bias = None
+        if paint is not None:
+            bias = paint.bias(q, k, sigma, (h, w))  # METHODS.md 7, [B, n, HW, T]
+        y = attention(q, k, v, bias=bias)
+        return self.cross_proj(rearrange(y, "b n (h w) c -> b (n c) h w", h=h, w=w))
+
+
+class UNet(nn.Module):
+    """``F(x_in, c_noise, labels, tokens)``; x_in: [B, img_channels, R, R] -> same shape."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        cfg = resolve(cfg)
+        self.cfg = cfg
+        cblock = [cfg.model_channels * m for m in cfg.channel_mult]
+        cnoise, cemb = cblock[0], max(cblock)
+        cross = cfg.token_dim > 0
+        self.out_gain = nn.Parameter(torch.zeros([]))
+        self.emb_fourier = MPFourier(cnoise)
+        self.emb_noise = MPConv(cnoise, cemb)
+        self.emb_label = MPConv(cfg.label_dim, cemb) if cfg.label_dim else None
+        self.enc = nn.ModuleDict()
+        cout = cfg.img_channels + 1  # + the constant-1 channel
+        for level, channels in enumerate(cblock):
+            res = cfg.img_resolution >> level
+            if level == 0:
+                cin, cout = cout, channels
+                self.enc[f"{res}x{res}_conv"] = MPConv(cin, cout, (3, 3))
+            else:
+                self.enc[f"{res}x{res}_down"] = Block(cout, cout, cemb, cfg, "enc", "down")
+            for i in range(cfg.num_blocks):
+                cin, cout = cout, channels
+                self.enc[f"{res}x{res}_block{i}"] = Block(cin, cout, cemb, cfg, "enc", attention=res in cfg.attn_resolutions,
+                                                          cross=cross and res in cfg.cross_attn_resolutions)
+        skips = [getattr(b, "out_channels") for b in self.enc.values()]
+        self.dec = nn.ModuleDict()
+        for level, channels in reversed(list(enumerate(cblock))):
+            res = cfg.img_resolution >> level
+            if level == len(cblock) - 1:
+                self.dec[f"{res}x{res}_in0"] = Block(cout, cout, cemb, cfg, "dec", attention=True, cross=cross)
+                self.dec[f"{res}x{res}_in1"] = Block(cout, cout, cemb, cfg, "dec")
+            else:
+                self.dec[f"{res}x{res}_up"] = Block(cout, cout, cemb, cfg, "dec", "up")
+            for i in range(cfg.num_blocks + 1):
+                cin, cout = cout + skips.pop(), channels
+                self.dec[f"{res}x{res}_block{i}"] = Block(cin, cout, cemb, cfg, "dec", attention=res in cfg.attn_resolutions,
+                                                          cross=cross and res in cfg.cross_attn_resolutions)
+        self.out_conv = MPConv(cout, cfg.img_channels, (3, 3))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None,
+                tokens: torch.Tensor | None = None, paint=None) -> torch.Tensor:
+        # x: [B, C, H, W], c_noise: [B], labels: [B, label_dim], tokens: [B, T, token_dim]
+        emb = self.emb_noise(self.emb_fourier(c_noise))
+        if self.emb_label is not None:
+            labels = torch.zeros(x.shape[0], self.cfg.label_dim, device=x.device) if labels is None else labels
+            emb = mp_sum(emb, self.emb_label(labels.to(emb.dtype) * math.sqrt(labels.shape[1])), t=self.cfg.label_balance)
+        emb = mp_silu(emb)
+        sigma = (c_noise * 4).exp()  # c_noise = ln(sigma) / 4 (EDM table 1)
+        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        skips = []
+        for name, block in self.enc.items():
+            x = block(x) if name.endswith("_conv") else block(x, emb, tokens, paint, sigma)
+            skips.append(x)
+        for name, block in self.dec.items():
+            if "_block" in name:
+                x = mp_cat(x, skips.pop(), t=self.cfg.concat_balance)
+            x = block(x, emb, tokens, paint, sigma)
+        return self.out_conv(x, gain=self.out_gain)
+
+
+def build_denoiser(cfg: UNetConfig, sigma_data: float = 0.5, device: str | torch.device | None = None):
+    """The EDM-preconditioned U-Net (``vidgen.diffusion.edm.Denoiser``); device "meta" builds it
+    without memory, for counting parameters of big presets."""
+    from vidgen.diffusion.edm import Denoiser
+    with torch.device(device) if device is not None else _nullctx():
+        net = UNet(cfg)
+        return Denoiser(net, label_dim=net.cfg.label_dim, sigma_data=sigma_data)
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
