@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
@@ -15,3 +16,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA} (only present in the project's workspace)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread and restore the count afterwards: tiny models and
+    tensors run fastest (and steadiest on a shared machine) without thread hand-offs.
+    A module opts in for all its tests with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -98,6 +98,12 @@ def test_existing_output_and_stale_temp(tmp_path, drives):
     cfg.overwrite, cfg.inputs = True, [str(drives)]
     prepare(cfg)
     assert len(load_manifest(out)["clips"]) == 2
+    # a failed overwrite leaves the previous dataset whole and no temporary folder behind
+    cfg.min_frames = 1000
+    with pytest.raises(DataError, match="no usable clip"):
+        prepare(cfg)
+    assert len(load_manifest(out)["clips"]) == 2 and len(open_prepared(out)[2]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
 def _definition(path, **over):

@@ -184,6 +184,7 @@ def test_cli_invert_then_render_real_and_eval(run_dir, tmp_path):
     report = tmp_path / "eval.json"
     assert main(["eval", "-c", str(run_dir), "--ratios", "8", "--out", str(report), "--device", "cpu"]) == 0
     ratios = json.loads(report.read_text())["variance_ratios"]
+    assert not list(tmp_path.glob(".eval.json*"))  # written atomically: no temporary left behind
     assert sum(ratios[k] for k in ("z", "noise", "t")) == pytest.approx(1.0, abs=0.05)
 
 

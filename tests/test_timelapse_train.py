@@ -1,6 +1,7 @@
 """Time-lapse GAN training recipe (METHODS.md 2): data, phases, timestamp noise, engine run."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -46,6 +47,33 @@ def test_phases_intervals_and_reg_settings(frames_dir):
         assert loss.ndim == 0 and torch.isfinite(loss), p.name
         loss.backward()
     assert r.pl.pl_mean > 0  # the path-length target moved
+
+
+def test_zero_weight_regulariser_has_no_phase_and_no_compensation(frames_dir):
+    """StyleGAN2/3: lr and betas are compensated (c = k / (k + 1)) only for an optimiser that
+    really runs a lazy regulariser every k steps; a weight of 0 means no phase and c = 1."""
+    from vidgen.train.optim import build_optimizer, check_lazy_regularisation
+
+    for extra, regs, want in [(("loss.pl_weight=0",), ["G", "D", "Dreg"], {"G": 1, "D": 16}),
+                              (("loss.r1_gamma=0",), ["G", "Greg", "D"], {"G": 8, "D": 1}),
+                              (("loss.pl_weight=0", "loss.r1_gamma=0"), ["G", "D"], {"G": 1, "D": 1})]:
+        r = recipe(frames_dir, "loss.r1_interval=16", *extra)
+        phases, opts = r.phases(), r.optimizers()
+        assert [p.name for p in phases] == regs, extra
+        assert {k: o.reg_interval for k, o in opts.items()} == want, extra
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the engine's lazy-regularisation check stays quiet
+            check_lazy_regularisation(opts, phases)
+        nets = r.networks()
+        for name, k in want.items():
+            g = build_optimizer(opts[name], nets, name).param_groups[0]
+            c = k / (k + 1) if k > 1 else 1.0
+            assert g["lr"] == pytest.approx(0.0025 * c) and g["betas"] == pytest.approx((0.0, 0.99 ** c))
+    with pytest.raises(ConfigError, match=r"loss.pl_interval must be >= 1 \(got 0\); set loss.pl_weight=0"):
+        recipe(frames_dir, "loss.pl_interval=0")
+    with pytest.raises(ConfigError, match="loss.r1_interval must be >= 1"):
+        recipe(frames_dir, "loss.r1_interval=0")
+    assert [p.name for p in recipe(frames_dir, "loss.r1_gamma=0", "loss.r1_interval=0").phases()] == ["G", "Greg", "D"]
 
 
 def test_discriminator_sees_per_factor_noise(frames_dir, monkeypatch):

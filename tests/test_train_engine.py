@@ -17,13 +17,7 @@ TINY = ["engine.batch=4", "data.resolution=8", "model.channels=8", "model.z_dim=
         "engine.workers=0", "engine.device=cpu", "engine.log_every=4", "model.r1_interval=3"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and steadiest on a shared machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def cfg_for(tmp_path, *extra):

@@ -14,7 +14,9 @@ from vidgen.train.engine import build_optimizer, train
 from vidgen.train.recipe import OptimizerSpec, Phase
 from vidgen.train.toy import ToyGANRecipe
 
-from test_train_engine import cfg_for, final_tensors, one_thread  # noqa: F401 (fixture)
+from test_train_engine import cfg_for, final_tensors
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime, timezone
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from vidgen.cli import run
+from vidgen.data.fileio import write_json
 from vidgen.errors import ConfigError, VidgenError
 
 TRAIN_EPILOG = """examples:
@@ -221,20 +221,10 @@ def run_eval(args: argparse.Namespace) -> int:
         data = TimelapseFrames(args.data, G.cfg.resolution)
         data.t = G.axis.normalize(data.seconds).astype(np.float32)
         report["fid"] = fid(G, data, num_fake=args.fid, seed=args.seed)
-    text = json.dumps(report, indent=1)
-    print(text)
+    print(json.dumps(report, indent=1))
     if args.out:
-        write_text_atomic(Path(args.out), text)
+        write_json(args.out, report)
     return 0
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def run_inspect(args: argparse.Namespace) -> int:

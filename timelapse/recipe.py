@@ -1,7 +1,8 @@
 """Training recipe of the time-lapse GAN for vidgen's engine (METHODS.md section 2).
 
 One step: G (non-saturating loss, style mixing), Greg every 4 steps (path length, weight 2),
-D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). Every real and
+D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). A regulariser whose
+weight is 0 has no phase, and its optimiser no lazy-regularisation compensation. Every real and
 generated t is dequantised; the discriminator additionally sees per-factor noise on t.
 Adaptive augmentation (ADA, target 0.6) is applied to everything D sees.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidgen.errors import ConfigError
 from vidgen.train.ada import AdaController
 from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
@@ -94,6 +96,20 @@ def augment(x: torch.Tensor, p: float) -> torch.Tensor:
     return x
 
 
+def reg_intervals(L: LossConfig, r1_gamma: float) -> dict[str, int]:
+    """Steps between the lazy regulariser phases of G (path length) and D (R1); 0 where a
+    network has none because its weight is 0."""
+    out = {}
+    for net, weight, key in (("G", L.pl_weight, "pl"), ("D", r1_gamma, "r1")):
+        k = getattr(L, f"{key}_interval")
+        if weight > 0 and k < 1:
+            off = "pl_weight=0" if key == "pl" else "r1_gamma=0"
+            raise ConfigError(f"loss.{key}_interval must be >= 1 (got {k}); set loss.{off} to turn that "
+                              "regulariser off")
+        out[net] = k if weight > 0 else 0
+    return out
+
+
 class TimelapseRecipe(Recipe):
     family = "timelapse"
     config_class = TimelapseConfig
@@ -114,24 +130,26 @@ class TimelapseRecipe(Recipe):
         self.d_sigmas = TimeNoise(tn.d_noise_trend, tn.d_noise_year_days, tn.d_noise_day_days).sigmas(axis)
         res = cfg.model.resolution
         self.r1_gamma = L.r1_gamma if L.r1_gamma >= 0 else (res / 256) ** 2
+        self.reg_k = reg_intervals(L, self.r1_gamma)
 
     # --- what the engine trains ---------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
         return {"G": self.G, "D": self.D}
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
-        L = self.cfg.loss
-        return {"G": OptimizerSpec(("G",), L.lr, tuple(L.betas), reg_interval=L.pl_interval),
-                "D": OptimizerSpec(("D",), L.lr, tuple(L.betas), reg_interval=L.r1_interval)}
+        # StyleGAN2 lazy regularisation: lr and betas are compensated for a regulariser every
+        # k steps only when that phase exists; with its weight 0 there is none (StyleGAN3 too).
+        L, k = self.cfg.loss, self.reg_k
+        return {net: OptimizerSpec((net,), L.lr, tuple(L.betas), reg_interval=max(k[net], 1)) for net in ("G", "D")}
 
     def phases(self) -> list[Phase]:
-        L = self.cfg.loss
+        k = self.reg_k
         out = [Phase("G", "G", self.loss_g, ("G",))]
-        if L.pl_weight > 0 and L.pl_interval > 0:
-            out.append(Phase("Greg", "G", self.loss_greg, ("G",), L.pl_interval))
+        if k["G"] > 0:
+            out.append(Phase("Greg", "G", self.loss_greg, ("G",), k["G"]))
         out.append(Phase("D", "D", self.loss_d, ("D",)))
-        if self.r1_gamma > 0 and L.r1_interval > 0:
-            out.append(Phase("Dreg", "D", self.loss_dreg, ("D",), L.r1_interval))
+        if k["D"] > 0:
+            out.append(Phase("Dreg", "D", self.loss_dreg, ("D",), k["D"]))
         return out
 
     def ema(self) -> dict[str, EMASpec]:

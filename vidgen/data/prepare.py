@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
-import os
 import shutil
 import sys
 import zipfile
@@ -32,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vidgen.data.fileio import sha256_file, update_sha256, write_json
+from vidgen.data.fileio import atomic_dir, sha256_file, update_sha256, write_json
 from vidgen.data.sources import (IMAGE_EXTS, VIDEO_EXTS, FolderSource, FrameSource, SourceMeta,
                                  ZipSource, natural_key, open_source)
 from vidgen.data.timestamps import capture_times
@@ -224,9 +223,7 @@ def prepare(cfg: PrepareConfig, log=None) -> dict:
     sources, skipped = discover(cfg.inputs)
     for s in skipped:
         log(f"skip {s['path']}: {s['reason']}")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:  # a temporary folder beside ``out``, renamed into place when complete
         jobs = [{"path": str(p), "tmp": str(tmp), "id": f"{k:06d}", "backend": cfg.backend,
                  "fps": cfg.fps, "trim": cfg.trim, "min_frames": cfg.min_frames,
                  "resolutions": cfg.resolutions, "quality": cfg.quality,
@@ -263,11 +260,7 @@ def prepare(cfg: PrepareConfig, log=None) -> dict:
             _check_benchmark(cfg, manifest, report, log)
         write_json(tmp / "report.json", report)
         write_json(tmp / MANIFEST, manifest)
-        _publish(tmp, out)
-        return report
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return report
 
 
 def _run_jobs(jobs: list[dict], workers: int):
@@ -290,17 +283,6 @@ def _run_jobs(jobs: list[dict], workers: int):
                     yield job, exc
                 bar.update()
     bar.close()
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished temporary folder into place (replacing an old one if allowed)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_manifest(root: str | Path) -> dict:
