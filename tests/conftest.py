@@ -18,9 +18,9 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """Run the test on one torch thread and restore the count afterwards: tiny models and
+    """Run a test module on one torch thread and restore the count afterwards: tiny models and
     tensors run fastest (and steadiest on a shared machine) without thread hand-offs.
     A module opts in for all its tests with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     threads = torch.get_num_threads()

@@ -10,13 +10,7 @@ from vidgen.diffusion.toy2d import ToyMLP, make_toy
 from vidgen.diffusion.unet import UNetConfig, build_denoiser
 from vidgen.errors import ConfigError
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Tagged(torch.nn.Module):

@@ -12,13 +12,7 @@ from vidgen.train.ema import make_ema, sigma_rel_to_gamma
 from vidgen.train.recipe import EMASpec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def snapshot_grid(total, count, sigma_rels=(0.05, 0.10)):

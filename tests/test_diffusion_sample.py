@@ -2,13 +2,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 from vidgen.diffusion.gmm import GaussianMixture
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, edm_schedule, expected_nfe, sample

@@ -7,13 +7,7 @@ from vidgen.diffusion.toy2d import ToyConfig, coverage, knn_recall, make_toy, wr
 from vidgen.render.writer import read_png_settings
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_toy_distribution_is_two_thin_trees():

@@ -9,13 +9,7 @@ from vidgen.errors import ConfigError
 from vidgen.nn.mp import MPConv, mp_cat, mp_silu, mp_sum
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # EDM2 table: ImageNet-512 latent (4 channels at 64x64, 1000 classes), millions of parameters.
 PAPER_COUNTS = {"xs": 124.7, "s": 280.2, "m": 497.8, "l": 777.5, "xl": 1119.0, "xxl": 1523.0}

@@ -11,13 +11,7 @@ from vidgen.lvg.latent import LatentConfig, TemporalLatent, design_filter_bank, 
 SMALL = LatentConfig(noise_channels=2, num_filters=6, min_rate=20.0, max_rate=100.0, w_dim=16)  # 10 .. 50 taps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids paying thread hand-offs on every small op."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_paper_filter_bank():

@@ -13,12 +13,7 @@ TINY = SuperResModelConfig(lowres=(12, 16), highres=(24, 32), z_dim=8, w_dim=8, 
                            num_layers=4, num_critical=2, margin=3, d_channel_base=64, d_channel_max=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_g(seed=0):

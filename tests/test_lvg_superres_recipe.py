@@ -19,12 +19,7 @@ TINY = ["model.lowres=[12,16]", "model.highres=[24,32]", "model.z_dim=8", "model
         "loss.r1_interval=2", "loss.ema_warmup_steps=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

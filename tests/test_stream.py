@@ -14,13 +14,7 @@ MICRO_G = LowResGConfig(temporal_channels=(8,) * 7, spatial_channels=(8, 8, 8, 4
                         latent=LatentConfig(noise_channels=2, num_filters=4, min_rate=20.0, max_rate=60.0, w_dim=8))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids paying thread hand-offs on every small op."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Ramp:
