@@ -89,8 +89,9 @@ def test_train_resume_and_generate(drive, tmp_path):
 def test_dry_run_prints_paper_parameter_counts(capsys):
     assert main(["train", "lvg-lowres", "--config", str(ROOT / "configs/lvg/lowres-paper.yaml"), "--dry-run"]) == 0
     counts = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in capsys.readouterr().out.splitlines()
-              if line.strip().startswith(("G ", "D "))}
+              if line.strip().startswith(("G ", "D ", "G.latent "))}
     assert counts["G"] == pytest.approx(83.2e6, rel=0.01)
+    assert counts["G.latent"] == pytest.approx(2.1e6, rel=0.01)  # the per-frame mapping MLP (1.1)
     assert counts["D"] == pytest.approx(46.4e6, rel=0.01)
 
 

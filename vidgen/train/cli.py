@@ -60,20 +60,33 @@ def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
     return load_config(recipe_cls.config_class, args.config, overrides)
 
 
-def parameter_counts(recipe_cls: type, cfg: Any) -> dict[str, int]:
+def parameter_counts(recipe_cls: type, cfg: Any, children: bool = False) -> dict[str, int]:
+    """Parameters per network; with ``children``, also per direct sub-module as ``"G.mapping"``."""
     recipe = recipe_cls(cfg, torch.device("cpu"))
-    return {name: sum(p.numel() for p in net.parameters()) for name, net in recipe.networks().items()}
+    counts = {}
+    for name, net in recipe.networks().items():
+        counts[name] = sum(p.numel() for p in net.parameters())
+        if children:
+            for child, module in net.named_children():
+                n = sum(p.numel() for p in module.parameters())
+                if n:
+                    counts[f"{name}.{child}"] = n
+    return counts
 
 
 def dry_run(recipe_cls: type, cfg: Any, out=None) -> None:
     out = out or sys.stdout
     print(f"# {recipe_cls.family}: resolved config", file=out)
     print(dump_yaml(cfg), end="", file=out)
-    counts = parameter_counts(recipe_cls, cfg)
-    print("# parameters", file=out)
+    counts = parameter_counts(recipe_cls, cfg, children=True)
+    print("# parameters (networks, then their direct sub-modules)", file=out)
     for name, n in counts.items():
-        print(f"{name:>12s}  {n:>14,d}  ({n / 1e6:.3f}M)", file=out)
-    print(f"{'total':>12s}  {sum(counts.values()):>14,d}", file=out)
+        if "." not in name:
+            print(f"{name:>12s}  {n:>14,d}  ({n / 1e6:.3f}M)", file=out)
+    print(f"{'total':>12s}  {sum(n for k, n in counts.items() if '.' not in k):>14,d}", file=out)
+    for name, n in counts.items():
+        if "." in name:
+            print(f"  {name:<28s}  {n:>14,d}  ({n / 1e6:.3f}M)", file=out)
 
 
 def run_recipe(recipe_cls: type, args: argparse.Namespace) -> int:
