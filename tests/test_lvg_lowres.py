@@ -149,3 +149,44 @@ def test_spatial_only_layers_on_frames_equal_3d():
     for layer in (Conv3d(4, 6, 1, 3, s_down=True, clamp=256.0), Conv3d(4, 6, 1, 1, True, bias=False, act=False)):
         y = layer(x).transpose(1, 2).reshape(6, 6, 8, 8)
         torch.testing.assert_close(layer(frames), y, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 100.0])  # clamp inactive / active
+def test_clamp_symmetric_matches_clamp_values_and_gradients(scale):
+    from vidgen.nn.style import clamp_symmetric
+
+    torch.manual_seed(0)
+    x = (torch.randn(4, 5, 6) * scale).requires_grad_()
+    g = torch.randn(4, 5, 6)
+    (clamp_symmetric(x, 8.0) * g).sum().backward()
+    grad, x.grad = x.grad, None
+    y_ref = x.clamp(-8.0, 8.0)
+    (y_ref * g).sum().backward()
+    torch.testing.assert_close(clamp_symmetric(x.detach(), 8.0), y_ref.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(grad, x.grad, rtol=0, atol=0)
+    assert torch.isnan(clamp_symmetric(torch.tensor([1.0, float("nan")]), 8.0)).any()
+
+
+@pytest.mark.parametrize("t_down", [True, False])
+def test_small_input_downsampling_conv_equals_blurred_kernel_conv(t_down):
+    """Inputs much smaller than the blurred kernel take the conv-then-low-pass route; it must
+    give the fused strided conv's result everywhere, edges included."""
+    from vidgen.lvg.lowres_d import _blur_kernel, _blurred_numel
+
+    torch.manual_seed(0)
+    c = Conv3d(8, 16, 5, 3, s_down=True, t_down=t_down, clamp=256.0)
+    torch.nn.init.normal_(c.bias)
+    x = torch.randn(1, 8, 8, 4, 4, requires_grad=True)
+    assert _blurred_numel(c.weight, t_down, True) > 16 * x.numel()  # the regrouped route
+    w = _blur_kernel(c.weight * c.gain * 2 ** 0.5, (2, 3, 4) if t_down else (3, 4))
+    st = (2 if t_down else 1, 2, 2)
+    ref = F.conv3d(x, w, c.bias * 2 ** 0.5, stride=st, padding=tuple((k - s) // 2 for k, s in zip(w.shape[2:], st)))
+    ref = F.leaky_relu(ref, 0.2)
+    y = c(x)
+    assert y.shape == ref.shape == (1, 16, 4 if t_down else 8, 2, 2)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad((y * g).sum(), (x, c.weight))
+    rx, rw = torch.autograd.grad((ref * g).sum(), (x, c.weight))
+    torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gw, rw, atol=1e-5, rtol=1e-5)

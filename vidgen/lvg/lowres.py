@@ -24,7 +24,7 @@ from torch import nn
 from vidgen.lvg.latent import LatentConfig, TemporalLatent
 from vidgen.nn.filters import (crop_range, kaiser_lowpass, temporal_downsample2_valid, temporal_upsample2_valid,
                                upsample2d_bilinear)
-from vidgen.nn.style import LRELU_GAIN, LRELU_SLOPE, FullyConnected, MagnitudeEMA
+from vidgen.nn.style import LRELU_GAIN, LRELU_SLOPE, FullyConnected, MagnitudeEMA, clamp_symmetric, mean_square
 
 NoiseFn = Callable[[int, int], torch.Tensor]  # (first frame, end frame) -> noise [B, C, end - first]
 
@@ -69,7 +69,7 @@ class MagnitudeGain(MagnitudeEMA):
     def gain(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             with torch.no_grad():
-                self.magnitude.copy_(x.detach().float().square().mean().lerp(self.magnitude, self.beta))
+                self.magnitude.copy_(mean_square(x).lerp(self.magnitude, self.beta))
         return self.magnitude.rsqrt().to(x.dtype)
 
 
@@ -111,15 +111,18 @@ class SynthesisBlock(nn.Module):
         demodulation (addcmul), sqrt(0.5) into both branches. The sqrt(2) gain of the leaky
         ReLU is left out (the clamp moves to 256 / sqrt(2)): every consumer of an activation
         normalises it by its running magnitude first, which cancels a constant gain exactly.
+        The equalised-lr weight gain is a scalar too and goes into the styles (conv(x s g, W) =
+        conv(x s, g W), and the demodulation sums the same W^2 g^2 s^2), so no scaled copy of
+        the 512 x 512 x 3 x 3 x 3 weights is made in either pass.
         """
         p, pad = self.kt // 2, (0, self.ks // 2, self.ks // 2)
         g0 = self.mag0.gain(x)
-        h = _modulated_demodulated(x, self.weight0 * self.gain, self.styles(w, self.affine0) * g0, pad, self.bias0)
+        h = _modulated_demodulated(x, self.weight0, self.styles(w, self.affine0) * (g0 * self.gain), pad, self.bias0)
         h = _lrelu_clamp(h, self.clamp)
-        s1 = self.styles(w[:, :, p:w.shape[2] - p], self.affine1) * self.mag1.gain(h)
+        s1 = self.styles(w[:, :, p:w.shape[2] - p], self.affine1) * (self.mag1.gain(h) * self.gain)
         skip_w = self.weight_skip * (g0 * math.sqrt(0.5) / math.sqrt(x.shape[1]))
         skip = F.conv3d(x[:, :, self.shrink:x.shape[2] - self.shrink], skip_w.to(x.dtype))
-        y = _modulated_demodulated(h, self.weight1 * self.gain, s1, pad, skip, out_gain=math.sqrt(0.5))
+        y = _modulated_demodulated(h, self.weight1, s1, pad, skip, out_gain=math.sqrt(0.5))
         y_lo = lo + self.shrink
         if self.t_up:
             y, y_lo = temporal_upsample2_valid(y, y_lo, dim=2)
@@ -137,12 +140,12 @@ class SynthesisBlock(nn.Module):
         is kept), w: [N, w_dim] -> [N, cout, H', W']. Same maths as :meth:`forward`."""
         assert self.kt == 1
         g0 = self.mag0.gain(x)
-        h = _modulated_demodulated_2d(x, self.weight0[:, :, 0] * self.gain, self.affine0(w) * g0, self.bias0)
+        h = _modulated_demodulated_2d(x, self.weight0[:, :, 0], self.affine0(w) * (g0 * self.gain), self.bias0)
         h = _lrelu_clamp(h, self.clamp)
         skip_w = self.weight_skip[:, :, 0] * (g0 * math.sqrt(0.5) / math.sqrt(x.shape[1]))
         skip = F.conv2d(x, skip_w.to(x.dtype))
-        s1 = self.affine1(w) * self.mag1.gain(h)
-        y = _modulated_demodulated_2d(h, self.weight1[:, :, 0] * self.gain, s1, skip, out_gain=math.sqrt(0.5))
+        s1 = self.affine1(w) * (self.mag1.gain(h) * self.gain)
+        y = _modulated_demodulated_2d(h, self.weight1[:, :, 0], s1, skip, out_gain=math.sqrt(0.5))
         if self.s_up:
             y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
         H, W = self.out_size
@@ -161,7 +164,9 @@ def _modulated_demodulated(x: torch.Tensor, weight: torch.Tensor, styles: torch.
     y = F.conv3d(x * styles[:, :, :, None, None].to(x.dtype), weight.to(x.dtype), padding=pad)
     c = (styles.shape[2] - y.shape[2]) // 2
     s = styles[:, :, c:c + y.shape[2]]
-    d = torch.einsum("oi,bit->bot", weight.square().sum(dim=(2, 3, 4)).to(s.dtype), s.square())
+    # sum_k W[o, i, k]^2 as a squared norm: no squared copy of the weight, one pass backward
+    w2 = torch.linalg.vector_norm(weight, dim=(2, 3, 4)).square()  # [O, I]
+    d = torch.einsum("oi,bit->bot", w2.to(s.dtype), s.square())
     d = ((d + 1e-8).rsqrt() * out_gain).to(y.dtype)[:, :, :, None, None]
     if add.ndim == 1:
         add = add.to(y.dtype)[:, None, None, None]
@@ -174,7 +179,7 @@ def _modulated_demodulated_2d(x: torch.Tensor, weight: torch.Tensor, styles: tor
     """Frame-wise :func:`_modulated_demodulated`: x: [N, I, h, w]; weight: [O, I, k, k];
     styles: [N, I]; add: [O] or shaped like the output [N, O, h, w]."""
     y = F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight.to(x.dtype), padding=weight.shape[-1] // 2)
-    d = styles.square() @ weight.square().sum(dim=(2, 3)).t().to(styles.dtype)  # [N, O]
+    d = styles.square() @ torch.linalg.vector_norm(weight, dim=(2, 3)).square().t().to(styles.dtype)  # [N, O]
     d = ((d + 1e-8).rsqrt() * out_gain).to(y.dtype)[:, :, None, None]
     if add.ndim == 1:
         add = add.to(y.dtype)[:, None, None]
@@ -182,7 +187,7 @@ def _modulated_demodulated_2d(x: torch.Tensor, weight: torch.Tensor, styles: tor
 
 def _lrelu_clamp(x: torch.Tensor, clamp: float) -> torch.Tensor:
     """Leaky ReLU (0.2) without the sqrt(2) gain, clamped to +-clamp / sqrt(2) (see SynthesisBlock)."""
-    return F.leaky_relu(x, LRELU_SLOPE, inplace=True).clamp(-clamp / LRELU_GAIN, clamp / LRELU_GAIN)
+    return clamp_symmetric(F.leaky_relu(x, LRELU_SLOPE, inplace=True), clamp / LRELU_GAIN)
 
 
 class ToRGB(nn.Module):
@@ -201,7 +206,7 @@ class ToRGB(nn.Module):
         s = self.affine(w) * self.mag.gain(x)
         weight = self.weight[:, :, 0] / math.sqrt(x.shape[1])  # [3, cin, 1, 1]
         y = F.conv2d(x * s[:, :, None, None].to(x.dtype), weight.to(x.dtype))
-        return (y + self.bias.to(y.dtype)[:, None, None]).clamp(-self.clamp, self.clamp)
+        return clamp_symmetric(y + self.bias.to(y.dtype)[:, None, None], self.clamp)
 
 
 @dataclass

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vidgen.nn.filters import downsample2d, downsample_same
-from vidgen.nn.style import LRELU_GAIN, LRELU_SLOPE, FullyConnected, lrelu_gain
+from vidgen.nn.filters import downsample2d, downsample_same, linear_filter, upfirdn1d
+from vidgen.nn.style import LRELU_GAIN, LRELU_SLOPE, FullyConnected, clamp_symmetric, lrelu_gain
 
 
 @dataclass
@@ -32,6 +32,9 @@ class LowResDConfig:
     conv_clamp: float = 256.0
 
 
+_LOWPASS = linear_filter(2)  # [1, 3, 3, 1] / 8
+
+
 def _blur_kernel(weight: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """Convolve a conv kernel [O, I, kt, kh, kw] with the [1, 3, 3, 1] / 8 low-pass along
     ``dims`` (full convolution: each listed axis grows by 3), as one small matmul per axis."""
@@ -41,8 +44,16 @@ def _blur_kernel(weight: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         band = torch.zeros(k, k + 3, dtype=weight.dtype, device=weight.device)  # band[i, i:i+4] = f
         for i in range(k):
             band[i, i:i + 4] = f
-        weight = torch.matmul(weight.movedim(d, -1), band).movedim(-1, d)
+        moved = weight.movedim(d, -1)  # [..., k]: one 2-D matmul (a batched one of tiny
+        # [k, k + 3] products is several times slower, forward and backward)
+        weight = (moved.reshape(-1, k) @ band).reshape(*moved.shape[:-1], k + 3).movedim(-1, d)
     return weight
+
+
+def _blurred_numel(weight: torch.Tensor, t_down: bool, s_down: bool) -> int:
+    """Elements of the kernel :func:`_blur_kernel` makes (each decimated axis grows by 3)."""
+    kt, kh, kw = weight.shape[2:]
+    return weight.shape[0] * weight.shape[1] * (kt + 3 * t_down) * (kh + 3 * s_down) * (kw + 3 * s_down)
 
 
 class Conv3d(nn.Module):
@@ -72,9 +83,8 @@ class Conv3d(nn.Module):
         b = None if self.bias is None else (self.bias * (LRELU_GAIN if self.act else 1.0)).to(x.dtype)
         if x.ndim == 4:  # frames [N, C, H, W] (spatial-only layers): the same as conv2d
             assert w.shape[2] == 1 and not self.t_down
-            x = downsample2d(x) if self.pointwise and self.s_down else x
-            w = _blur_kernel(w, (3, 4)) if self.s_down and not self.pointwise else w
-            st = 2 if self.s_down and not self.pointwise else 1
+            w = _blur_kernel(w, (3, 4)) if self.s_down else w  # the 1x1 skip too: 4x4, stride 2
+            st = 2 if self.s_down else 1
             y = F.conv2d(x, w[:, :, 0], b, stride=st, padding=(w.shape[-1] - st) // 2)
         elif self.pointwise:
             if self.s_down:
@@ -82,6 +92,18 @@ class Conv3d(nn.Module):
             if self.t_down:
                 x = downsample_same(x, dim=2)
             y = F.conv3d(x, w, b)
+        elif (self.t_down or self.s_down) and _blurred_numel(w, self.t_down, self.s_down) > 16 * x.numel():
+            # Small-resolution layers (block 3 at batch 1: 0.5M inputs, a 38M blurred kernel):
+            # blurring the kernel costs more memory traffic than the multiply-adds it saves,
+            # so run the same sums regrouped: conv with the fused conv's padding, then the
+            # [1, 3, 3, 1] / 8 low-pass along each decimated axis, valid, stride 2.
+            dims = ((2,) if self.t_down else ()) + ((3, 4) if self.s_down else ())
+            pad = tuple((k + 3 - 2) // 2 if d in dims else k // 2 for d, k in zip((2, 3, 4), w.shape[2:]))
+            y = F.conv3d(x, w, padding=pad)
+            for d in dims:
+                y = upfirdn1d(y, _LOWPASS, down=2, dim=d)
+            if b is not None:
+                y = y + b[:, None, None, None]
         else:
             dims = ((2,) if self.t_down else ()) + ((3, 4) if self.s_down else ())
             w = _blur_kernel(w, dims) if dims else w
@@ -90,7 +112,7 @@ class Conv3d(nn.Module):
         if not self.act:
             return y
         y = F.leaky_relu(y, LRELU_SLOPE, inplace=True)
-        return y if self.clamp is None else y.clamp(-self.clamp, self.clamp)
+        return y if self.clamp is None else clamp_symmetric(y, self.clamp)
 
 
 class DBlock(nn.Module):

@@ -19,11 +19,23 @@ LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
 
+def clamp_symmetric(x: torch.Tensor, clamp: float) -> torch.Tensor:
+    """``x.clamp(-clamp, clamp)``. On the CPU the clamp is skipped when no element lies outside
+    the bounds: the values and gradients are then the same (the clamp's gradient is 1 on
+    [-clamp, clamp], bounds included), without its pass over x and the four of its backward.
+    Elsewhere a host sync would cost more than the clamp, so it is always applied."""
+    if x.device.type == "cpu" and x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        if -clamp <= lo.item() and hi.item() <= clamp:  # False for NaN: clamp propagates it
+            return x
+    return x.clamp(-clamp, clamp)
+
+
 def lrelu_gain(x: torch.Tensor, gain: float = LRELU_GAIN, clamp: float | None = None) -> torch.Tensor:
     """Leaky ReLU (slope 0.2) scaled by sqrt(2) to keep unit variance, optionally clamped."""
     x = F.leaky_relu(x, LRELU_SLOPE) * gain
     if clamp is not None:
-        x = x.clamp(-clamp, clamp)
+        x = clamp_symmetric(x, clamp)
     return x
 
 
@@ -124,6 +136,11 @@ def modulated_conv3d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return y
 
 
+def mean_square(x: torch.Tensor) -> torch.Tensor:
+    """mean(x^2) in float32 as a squared norm: one read of x, no squared copy."""
+    return torch.linalg.vector_norm(x.detach(), dtype=torch.float32).square() / max(x.numel(), 1)
+
+
 class MagnitudeEMA(nn.Module):
     """Normalise activations by a running average of their mean square (StyleGAN3 'magnitude
     EMA'): updated in training, frozen in eval so inference is deterministic."""
@@ -136,6 +153,6 @@ class MagnitudeEMA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             with torch.no_grad():
-                m = x.detach().float().square().mean()
+                m = mean_square(x)
                 self.magnitude.copy_(m.lerp(self.magnitude, self.beta))
         return x * self.magnitude.rsqrt().to(x.dtype)
