@@ -80,7 +80,7 @@ def fid(G: Generator, frames, detector=None, num_fake: int = 10000, batch: int =
     TimelapseFrames); ``detector``: a ``vidgen.metrics`` detector (default: Inception)."""
     from vidgen.metrics.detectors import load_detector
     from vidgen.metrics.frechet import FeatureStats, frechet_from_stats
-    from timelapse.rerender import to_uint8
+    from vidgen.render.writer import to_uint8_frames
 
     det = detector or load_detector("inception", device=G.w_avg.device)
     x0, y0, x1, y1 = (int(v) for v in G.out_rect)
@@ -90,7 +90,7 @@ def fid(G: Generator, frames, detector=None, num_fake: int = 10000, batch: int =
         items = [frames[i] for i in range(a, min(a + batch, len(frames)))]
         imgs = torch.stack([it[0] for it in items])[..., y0:y1, x0:x1]
         ts += [float(it[1]) for it in items]
-        real.add(det(torch.from_numpy(to_uint8(imgs)).permute(0, 3, 1, 2).contiguous()))
+        real.add(det(torch.from_numpy(to_uint8_frames(imgs, layout="TCHW")).permute(0, 3, 1, 2).contiguous()))
     gen = torch.Generator().manual_seed(seed)
     pool = torch.tensor(ts)
     fake = FeatureStats(det.feature_dim)
@@ -100,6 +100,6 @@ def fid(G: Generator, frames, detector=None, num_fake: int = 10000, batch: int =
         z = torch.randn(b, G.cfg.z_dim, generator=gen).to(dev)
         t = pool[torch.randint(len(pool), (b,), generator=gen)].to(dev)
         img = G(z, t)[..., y0:y1, x0:x1]
-        fake.add(det(torch.from_numpy(to_uint8(img)).permute(0, 3, 1, 2).contiguous()))
+        fake.add(det(torch.from_numpy(to_uint8_frames(img, layout="TCHW")).permute(0, 3, 1, 2).contiguous()))
     return {"fid": frechet_from_stats(real, fake), "num_real": len(frames), "num_fake": num_fake,
             "detector": det.name, "detector_sha256": det.sha256, "t_from": "dataset capture times"}

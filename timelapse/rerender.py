@@ -24,6 +24,7 @@ import torch
 from einops import rearrange, repeat
 
 from vidgen.errors import ConfigError
+from vidgen.render.writer import to_uint8_frames
 from timelapse.model import Generator
 from timelapse.time import DAY, YEAR_DAYS, TimeAxis, phase_of_hour
 
@@ -220,12 +221,6 @@ def plan_real(G: Generator, latents: dict[str, torch.Tensor], mode: str = "weath
 
 
 # --- rendering ---------------------------------------------------------------------------------
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[B, C, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
-    x = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return rearrange(x, "b c h w -> b h w c").cpu().numpy()
-
-
 @torch.no_grad()
 def render(G: Generator, plan: Plan, chunk: int = 16, crop: bool = True) -> Iterator[np.ndarray]:
     """uint8 frames [n, H, W, 3] in chunks of ``chunk``; ``crop`` keeps the valid rectangle."""
@@ -237,7 +232,7 @@ def render(G: Generator, plan: Plan, chunk: int = 16, crop: bool = True) -> Iter
         img = G.synthesis(plan.ws[a:b].to(dev), plan.t[a:b].to(dev), noise)
         if crop:
             img = img[..., y0:y1, x0:x1]
-        yield to_uint8(img)
+        yield to_uint8_frames(img, layout="TCHW")  # img: [B, C, H, W] in [-1, 1]
 
 
 def render_all(G: Generator, plan: Plan, chunk: int = 16) -> np.ndarray:

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from vidgen.config import load_config  # noqa: E402
 from vidgen.data.synthetic import make_timelapse, timelapse_frame  # noqa: E402
+from vidgen.render.writer import to_uint8_frames  # noqa: E402
 from vidgen.train.dist import DistInfo  # noqa: E402
 from vidgen.train.engine import Trainer, make_loader, to_device  # noqa: E402
 from timelapse import rerender as rr  # noqa: E402
@@ -140,7 +141,7 @@ def main() -> int:
 
         # Stabilize over the sample's own capture times vs the raw sequence.
         stab = rr.render_all(G, rr.plan_stabilize(G, ds.seconds, seed=0, hour=12.0, year="follow"))
-        raw = np.stack([rr.to_uint8(ds.frame(i)[None])[0] for i in range(len(ds))])
+        raw = np.stack([to_uint8_frames(ds.frame(i)[None], layout="TCHW")[0] for i in range(len(ds))])
         f_stab, f_raw = flicker(stab), flicker(raw)
         ratios = variance_ratios(G, n=128, batch=32, seed=0)
         sample_ratios = sample_variance_ratios((args.size, args.size), G.axis.factors)

@@ -8,9 +8,7 @@ variety (the fraction of the true mass covered by the samples, k-NN recall with 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidgen.data.fileio import write_json
 from vidgen.diffusion.edm import Denoiser, LossConfig, edm_loss
 from vidgen.diffusion.gmm import GaussianMixture
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
@@ -189,18 +188,6 @@ def scatter_panel(points: torch.Tensor, n_per_class: int, gmm: GaussianMixture, 
     return img.clip(0, 255).astype(np.uint8)
 
 
-def write_json(path: Path, obj) -> Path:
-    """Atomic JSON write: temporary file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def write_toy(cfg: ToyConfig, out: Path, progress=None) -> dict:
     """Run the toy; write ``out/toy.png`` (no guidance | CFG | autoguidance, over the true
     density) and ``out/toy.json`` (the report). -> the report."""
@@ -211,5 +198,5 @@ def write_toy(cfg: ToyConfig, out: Path, progress=None) -> dict:
     m = report["methods"]
     labels = [f"{k}: ll {m[k]['mean_log_likelihood']:.2f} cov {m[k]['coverage']:.2f}" for k in ("none", "cfg", "autoguidance")]
     save_png(out / "toy.png", side_by_side(*panels, labels=labels, pad=4, pad_value=255), {"toy": report})
-    write_json(out / "toy.json", report)
+    write_json(out / "toy.json", report, indent=2)
     return report
