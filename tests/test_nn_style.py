@@ -60,3 +60,18 @@ def test_magnitude_ema_tracks_in_train_and_freezes_in_eval():
     m(torch.full((10,), 100.0))
     assert m.magnitude.item() == pytest.approx(9.0)
     assert math.isclose(m(torch.tensor([6.0])).item(), 2.0, rel_tol=1e-6)
+
+
+def test_modulated_conv2d_equals_per_sample_modulated_weights():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6, 5)
+    w = torch.randn(7, 4, 3, 3)
+    s = torch.randn(3, 4)
+    y = modulated_conv2d(x, w, s, padding=1)
+    for b in range(3):  # textbook StyleGAN2: modulate the weights, demodulate them, convolve
+        wb = w * s[b][None, :, None, None]
+        wb = wb / wb.square().sum(dim=(1, 2, 3), keepdim=True).add(1e-8).sqrt()
+        ref = torch.nn.functional.conv2d(x[b:b + 1], wb, padding=1)
+        torch.testing.assert_close(y[b:b + 1], ref, atol=1e-5, rtol=1e-5)
+    undemod = modulated_conv2d(x, w, s, demodulate=False, padding=1)
+    torch.testing.assert_close(undemod, torch.nn.functional.conv2d(x * s[:, :, None, None], w, padding=1))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from vidgen.nn.style import FullyConnected, MappingNetwork, lrelu_gain
+from vidgen.nn.style import FullyConnected, MappingNetwork, lrelu_gain, modulated_conv2d
 from timelapse.time import TimeAxis, TimeFeatures
 
 
@@ -56,23 +56,6 @@ def downsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
 
 
-def modconv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
-            padding: int = 0) -> torch.Tensor:
-    """StyleGAN2 modulated convolution computed as scale -> shared conv -> demodulate (the
-    "non-fused" form; on CPU much faster than one grouped convolution per sample).
-
-    x: [B, I, H, W]; weight: [O, I, k, k]; styles: [B, I] -> [B, O, H, W]. Equal to
-    ``vidgen.nn.style.modulated_conv2d`` up to rounding.
-    """
-    x = x * styles.to(x.dtype)[:, :, None, None]
-    y = F.conv2d(x, weight.to(x.dtype), padding=padding)
-    if demodulate:  # d[b, o] = 1 / sqrt(sum_i ||W[o, i]||^2 s[b, i]^2)
-        w2 = weight.square().sum(dim=(2, 3))  # [O, I]
-        d = (styles.square() @ w2.t().to(styles.dtype) + 1e-8).rsqrt()  # [B, O]
-        y = y * d.to(y.dtype)[:, :, None, None]
-    return y
-
-
 class TimeStyle(nn.Module):
     """style = A(w) * (L c). w: [B, w_dim], c: [B, c_dim] -> [B, channels]."""
 
@@ -103,7 +86,7 @@ class SynthesisLayer(nn.Module):
         # x: [B, cin, r, r] (r = res / 2 when up) -> [B, cout, res, res]
         if self.up:
             x = upsample2x(x)
-        x = modconv(x, self.weight, self.style(w, c), padding=1)
+        x = modulated_conv2d(x, self.weight, self.style(w, c), padding=1)
         if isinstance(noise, torch.Tensor):  # [B, 1, res, res], already unit variance
             x = x + noise.to(x.dtype) * self.noise_strength
         elif noise == "random":
@@ -123,7 +106,7 @@ class ToRGB(nn.Module):
         self.clamp = cfg.conv_clamp or None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        y = modconv(x, self.weight, self.style(w, c) * self.gain, demodulate=False)
+        y = modulated_conv2d(x, self.weight, self.style(w, c) * self.gain, demodulate=False)
         y = y + self.bias.to(y.dtype)[:, None, None]
         return y.clamp(-self.clamp, self.clamp) if self.clamp else y
 
