@@ -167,23 +167,43 @@ def test_clamp_symmetric_matches_clamp_values_and_gradients(scale):
     assert torch.isnan(clamp_symmetric(torch.tensor([1.0, float("nan")]), 8.0)).any()
 
 
-@pytest.mark.parametrize("t_down", [True, False])
-def test_small_input_downsampling_conv_equals_blurred_kernel_conv(t_down):
-    """Inputs much smaller than the blurred kernel take the conv-then-low-pass route; it must
-    give the fused strided conv's result everywhere, edges included."""
-    from vidgen.lvg.lowres_d import _blur_kernel, _blurred_numel
+def _blurred_kernel(weight: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Reference: the conv kernel fully convolved with [1, 3, 3, 1] / 8 along ``dims``."""
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
+    for d in dims:
+        moved = weight.movedim(d, -1)
+        k = moved.shape[-1]
+        out = torch.zeros(*moved.shape[:-1], k + 3)
+        for i in range(k):
+            out[..., i:i + 4] += moved[..., i:i + 1] * f
+        weight = out.movedim(-1, d)
+    return weight
 
+
+@pytest.mark.parametrize("kt,ks,t_down,s_down,frames", [
+    (5, 3, True, True, False), (5, 3, False, True, False), (3, 3, True, False, False), (1, 1, True, True, False),
+    (1, 1, False, True, False), (1, 3, False, True, True), (1, 1, False, True, True), (3, 3, False, False, False)])
+def test_downsampling_conv_equals_strided_conv_with_blurred_kernel(kt, ks, t_down, s_down, frames):
+    """The low-pass-first route gives the blurred-kernel strided conv's values and gradients
+    everywhere, edges included, for 3-D layers, frame layers and 1x1 skips."""
     torch.manual_seed(0)
-    c = Conv3d(8, 16, 5, 3, s_down=True, t_down=t_down, clamp=256.0)
-    torch.nn.init.normal_(c.bias)
-    x = torch.randn(1, 8, 8, 4, 4, requires_grad=True)
-    assert _blurred_numel(c.weight, t_down, True) > 16 * x.numel()  # the regrouped route
-    w = _blur_kernel(c.weight * c.gain * 2 ** 0.5, (2, 3, 4) if t_down else (3, 4))
-    st = (2 if t_down else 1, 2, 2)
-    ref = F.conv3d(x, w, c.bias * 2 ** 0.5, stride=st, padding=tuple((k - s) // 2 for k, s in zip(w.shape[2:], st)))
-    ref = F.leaky_relu(ref, 0.2)
+    act = ks > 1
+    c = Conv3d(6, 10, kt, ks, s_down=s_down, t_down=t_down, bias=act, act=act, clamp=256.0)
+    if act:
+        torch.nn.init.normal_(c.bias)
+    shape = (3, 6, 12, 10) if frames else (2, 6, 8, 12, 10)
+    x = torch.randn(*shape, requires_grad=True)
+    dims = ((2,) if t_down else ()) + ((3, 4) if s_down else ())
+    w = _blurred_kernel(c.weight * c.gain * (2 ** 0.5 if act else 1.0), dims)
+    st = (2 if t_down else 1, 2 if s_down else 1, 2 if s_down else 1)
+    pad = tuple((k - s) // 2 for k, s in zip(w.shape[2:], st))
+    b = c.bias * 2 ** 0.5 if act else None
+    ref = F.conv2d(x, w[:, :, 0], b, stride=st[1:], padding=pad[1:]) if frames else \
+        F.conv3d(x, w, b, stride=st, padding=pad)
+    ref = F.leaky_relu(ref, 0.2) if act else ref
     y = c(x)
-    assert y.shape == ref.shape == (1, 16, 4 if t_down else 8, 2, 2)
+    assert y.shape == ref.shape
+    assert y.shape[-2:] == ((6, 5) if s_down else (12, 10))
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(y)
     gx, gw = torch.autograd.grad((y * g).sum(), (x, c.weight))

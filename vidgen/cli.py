@@ -17,6 +17,7 @@ import importlib
 import sys
 
 from vidgen.errors import VidgenError
+from vidgen.hostmem import tune_host_allocator
 
 # Order is the order of `vidgen --help`.
 _COMMAND_MODULES = (
@@ -53,6 +54,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         parser.print_help()
         return 2
     try:
+        tune_host_allocator()  # large CPU tensors reuse heap pages (vidgen/hostmem.py)
         code = args.func(args)
     except VidgenError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

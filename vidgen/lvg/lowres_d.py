@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vidgen.nn.filters import downsample2d, downsample_same, linear_filter, upfirdn1d
+from vidgen.nn.filters import binomial4_sum
 from vidgen.nn.style import LRELU_GAIN, LRELU_SLOPE, FullyConnected, clamp_symmetric, lrelu_gain
 
 
@@ -32,38 +32,18 @@ class LowResDConfig:
     conv_clamp: float = 256.0
 
 
-_LOWPASS = linear_filter(2)  # [1, 3, 3, 1] / 8
-
-
-def _blur_kernel(weight: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Convolve a conv kernel [O, I, kt, kh, kw] with the [1, 3, 3, 1] / 8 low-pass along
-    ``dims`` (full convolution: each listed axis grows by 3), as one small matmul per axis."""
-    f = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=weight.dtype, device=weight.device) / 8
-    for d in dims:
-        k = weight.shape[d]
-        band = torch.zeros(k, k + 3, dtype=weight.dtype, device=weight.device)  # band[i, i:i+4] = f
-        for i in range(k):
-            band[i, i:i + 4] = f
-        moved = weight.movedim(d, -1)  # [..., k]: one 2-D matmul (a batched one of tiny
-        # [k, k + 3] products is several times slower, forward and backward)
-        weight = (moved.reshape(-1, k) @ band).reshape(*moved.shape[:-1], k + 3).movedim(-1, d)
-    return weight
-
-
-def _blurred_numel(weight: torch.Tensor, t_down: bool, s_down: bool) -> int:
-    """Elements of the kernel :func:`_blur_kernel` makes (each decimated axis grows by 3)."""
-    kt, kh, kw = weight.shape[2:]
-    return weight.shape[0] * weight.shape[1] * (kt + 3 * t_down) * (kh + 3 * s_down) * (kw + 3 * s_down)
-
-
 class Conv3d(nn.Module):
-    """Equalised conv3d ('same' padding), optional [1, 3, 3, 1] low-pass decimation by 2 in
+    """Equalised conv3d ('same' padding), optional [1, 3, 3, 1] / 8 low-pass decimation by 2 in
     space and/or time, bias and leaky ReLU.
 
-    Conv followed by low-pass decimation is one strided conv whose kernel is the conv kernel
-    blurred by the low-pass (5x3x3 -> 8x6x6, stride 2): 20% fewer multiply-adds than the conv
-    at full resolution and no separate filtering pass (METHODS.md 1.3 "halving space and time").
-    A 1x1x1 conv (the skip) commutes with the low-pass, so its input is decimated first.
+    A decimating layer is the strided conv whose kernel is the conv kernel blurred by the
+    low-pass (5x3x3 -> 8x6x6, stride 2, zero padding (k + 1) // 2 on each decimated axis), as in
+    StyleGAN2's downsampling convs. It runs regrouped, with the same sums: the zero-padded
+    input is low-passed first (three shifted-view passes per axis, no padding after) and then
+    convolved with the original kernel at stride 2, which needs 6.4x fewer multiply-adds than
+    the blurred kernel for 5x3x3 and keeps the low-pass at the input size (METHODS.md 1.3
+    "halving space and time"). A 1x1x1 conv (the skip) takes the low-passed input at the
+    decimated positions only.
     """
 
     def __init__(self, cin: int, cout: int, kt: int, ks: int, s_down: bool = False, t_down: bool = False,
@@ -76,39 +56,29 @@ class Conv3d(nn.Module):
         self.pointwise = kt == 1 and ks == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, C, T, H, W] -> [B, O, T', H', W']. The sqrt(2) gain of the leaky ReLU is folded
-        # into the weight and bias (lrelu(g z) = g lrelu(z) for g > 0) and the bias into the conv.
-        g = self.gain * (LRELU_GAIN if self.act else 1.0)
+        # x: [B, C, T, H, W] or frames [N, C, H, W] (spatial-only layers, the same as conv2d)
+        # -> [B, O, T', H', W']. The sqrt(2) gain of the leaky ReLU is folded into the weight
+        # and bias (lrelu(g z) = g lrelu(z) for g > 0), and the bias into the conv.
+        frames = x.ndim == 4
+        assert not (frames and (self.t_down or self.weight.shape[2] != 1)), "frames take spatial-only layers"
+        ksize = self.weight.shape[3:] if frames else self.weight.shape[2:]
+        axes = (2, 3) if frames else (2, 3, 4)
+        down = [self.s_down] * 2 if frames else [self.t_down, self.s_down, self.s_down]
+        dims = tuple(d for d, dn in zip(axes, down) if dn)
+        g = self.gain * (LRELU_GAIN if self.act else 1.0) / 8 ** len(dims)  # 1/8: the low-pass's sum
         w = (self.weight * g).to(x.dtype)
+        w = w[:, :, 0] if frames else w
         b = None if self.bias is None else (self.bias * (LRELU_GAIN if self.act else 1.0)).to(x.dtype)
-        if x.ndim == 4:  # frames [N, C, H, W] (spatial-only layers): the same as conv2d
-            assert w.shape[2] == 1 and not self.t_down
-            w = _blur_kernel(w, (3, 4)) if self.s_down else w  # the 1x1 skip too: 4x4, stride 2
-            st = 2 if self.s_down else 1
-            y = F.conv2d(x, w[:, :, 0], b, stride=st, padding=(w.shape[-1] - st) // 2)
-        elif self.pointwise:
-            if self.s_down:
-                x = downsample2d(x)
-            if self.t_down:
-                x = downsample_same(x, dim=2)
-            y = F.conv3d(x, w, b)
-        elif (self.t_down or self.s_down) and _blurred_numel(w, self.t_down, self.s_down) > 16 * x.numel():
-            # Small-resolution layers (block 3 at batch 1: 0.5M inputs, a 38M blurred kernel):
-            # blurring the kernel costs more memory traffic than the multiply-adds it saves,
-            # so run the same sums regrouped: conv with the fused conv's padding, then the
-            # [1, 3, 3, 1] / 8 low-pass along each decimated axis, valid, stride 2.
-            dims = ((2,) if self.t_down else ()) + ((3, 4) if self.s_down else ())
-            pad = tuple((k + 3 - 2) // 2 if d in dims else k // 2 for d, k in zip((2, 3, 4), w.shape[2:]))
-            y = F.conv3d(x, w, padding=pad)
-            for d in dims:
-                y = upfirdn1d(y, _LOWPASS, down=2, dim=d)
-            if b is not None:
-                y = y + b[:, None, None, None]
+        conv = F.conv2d if frames else F.conv3d
+        if self.pointwise:  # low-pass at the kept positions only, then the 1x1 conv
+            x = binomial4_sum(x, dims, (1,) * len(dims), down=2)
+            y = conv(x, w, b)
         else:
-            dims = ((2,) if self.t_down else ()) + ((3, 4) if self.s_down else ())
-            w = _blur_kernel(w, dims) if dims else w
-            stride = (2 if self.t_down else 1, 2 if self.s_down else 1, 2 if self.s_down else 1)
-            y = F.conv3d(x, w, b, stride=stride, padding=tuple((k - st) // 2 for k, st in zip(w.shape[2:], stride)))
+            pads = tuple((k + 1) // 2 for d, k in zip(axes, ksize) if d in dims)
+            x = binomial4_sum(x, dims, pads) if dims else x
+            stride = tuple(2 if dn else 1 for dn in down)
+            padding = tuple(0 if dn else k // 2 for dn, k in zip(down, ksize))
+            y = conv(x, w, b, stride=stride, padding=padding)
         if not self.act:
             return y
         y = F.leaky_relu(y, LRELU_SLOPE, inplace=True)

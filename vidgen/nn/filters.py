@@ -104,6 +104,62 @@ def downsample_same(x: torch.Tensor, dim: int, f=None, down: int = 2) -> torch.T
     return upfirdn1d(x, f, down=down, padding=((K - down + 1) // 2, (K - down) // 2), dim=dim)
 
 
+def _binomial4_axis(x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
+    """One axis of :func:`binomial4_sum`, on plain tensors (no autograd bookkeeping)."""
+    if p:
+        x = F.pad(x, [0, 0] * (x.ndim - d - 1) + [p, p])
+    n = (x.shape[d] - 4) // down + 1
+    assert n > 0, f"length {x.shape[d]} along dim {d} is shorter than the 4-tap filter"
+    span = (n - 1) * down + 1
+
+    def tap(k: int) -> torch.Tensor:
+        idx = [slice(None)] * x.ndim
+        idx[d] = slice(k, k + span, down)
+        return x[tuple(idx)]
+
+    return torch.add(tap(0) + tap(3), tap(1) + tap(2), alpha=3)
+
+
+class _Binomial4(torch.autograd.Function):
+    """The 4-tap sum along one axis with its own backward: the filter is symmetric, so the
+    input gradient is the same sum over the (zero-inserted, if decimated) output gradient
+    padded by 3 - pad, at the input's length. Nothing is saved for backward, and no zero-filled
+    input-sized gradient is made per tap as slicing's backward would."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
+        ctx.meta = (d, p, down, x.shape[d])
+        return _binomial4_axis(x, d, p, down)
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        d, p, down, length = ctx.meta
+        if down > 1:  # gradient at every input position of the padded signal: zeros in between
+            shape = list(gy.shape)
+            shape[d] = (gy.shape[d] - 1) * down + 1
+            g = gy.new_zeros(shape)
+            idx = [slice(None)] * gy.ndim
+            idx[d] = slice(None, None, down)
+            g[tuple(idx)] = gy
+            gy = g
+        right = length + p - gy.shape[d]
+        gy = F.pad(gy, [0, 0] * (gy.ndim - d - 1) + [3 - p, right])
+        return _binomial4_axis(gy, d, 0, 1), None, None, None
+
+
+def binomial4_sum(x: torch.Tensor, dims: tuple[int, ...], pad: tuple[int, ...], down: int = 1) -> torch.Tensor:
+    """[1, 3, 3, 1] filter along each of ``dims``, *not* divided by 8 (the caller folds 8^-n
+    into a weight): zero-pad ``pad[i]`` (0 to 3) samples on both sides of ``dims[i]``, then keep
+    the valid outputs, every ``down``-th one. Each axis is (a0 + a3) + 3 (a1 + a2) over shifted
+    views: three passes over the tensor, no multiplies by taps, any memory layout.
+    Output length along an axis: ``(L + 2 pad - 4) // down + 1``.
+    """
+    for d, p in zip(dims, pad):
+        assert 0 <= p <= 3, f"padding {p} outside 0..3"
+        x = _Binomial4.apply(x, d % x.ndim, p, down)
+    return x
+
+
 def temporal_upsample2_valid(x: torch.Tensor, lo: int, dim: int = 2) -> tuple[torch.Tensor, int]:
     """Linear x2 upsampling along ``dim`` without padding, on an absolute time grid.
 
