@@ -210,3 +210,64 @@ def test_downsampling_conv_equals_strided_conv_with_blurred_kernel(kt, ks, t_dow
     rx, rw = torch.autograd.grad((ref * g).sum(), (x, c.weight))
     torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gw, rw, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("s_up", [False, True])
+def test_spatial_block_and_to_rgb_equal_textbook_modulated_convs(s_up):
+    """The frame path (styles folded with the magnitude gains, bias in the skip conv when no
+    resampling, ToRGB as a per-frame matmul) against plain modulated_conv2d formulas."""
+    from vidgen.lvg.lowres import LRELU_GAIN, SynthesisBlock, ToRGB
+    from vidgen.nn.style import modulated_conv2d
+
+    torch.manual_seed(0)
+    size = (10, 16) if s_up else (5, 8)
+    blk = SynthesisBlock(6, 5, 4, 1, 3, False, s_up, size, clamp=256.0, beta=0.9).eval()
+    rgb = ToRGB(6, 4, clamp=256.0, beta=0.9).eval()
+    for m in (blk.mag0, blk.mag1, rgb.mag):
+        m.magnitude.fill_(0.7)
+    for b in (blk.bias0, blk.bias1, rgb.bias):
+        torch.nn.init.normal_(b)
+    x = torch.randn(3, 5, 5, 8).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(3, 6)
+    y, out = blk.forward_frames(x, w), rgb(blk.forward_frames(x, w), w)
+
+    def lrelu(t):  # the un-gained leaky ReLU of the block (its consumers normalise magnitudes)
+        return F.leaky_relu(t, 0.2).clamp(-256 / LRELU_GAIN, 256 / LRELU_GAIN)
+
+    g = 0.7 ** -0.5
+    h = lrelu(modulated_conv2d(x * g, blk.weight0[:, :, 0], blk.affine0(w), padding=1) + blk.bias0[:, None, None])
+    skip = F.conv2d(x * g, blk.weight_skip[:, :, 0]) / 5 ** 0.5
+    ref = (modulated_conv2d(h * g, blk.weight1[:, :, 0], blk.affine1(w), padding=1) + skip) * 0.5 ** 0.5
+    if s_up:
+        ref = F.interpolate(ref, scale_factor=2, mode="bilinear", align_corners=False)
+    ref = lrelu(ref + blk.bias1[:, None, None])
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    ref_rgb = F.conv2d(y * g * rgb.affine(w)[:, :, None, None], rgb.weight[:, :, 0] / 2) + rgb.bias[:, None, None]
+    torch.testing.assert_close(out, ref_rgb, atol=1e-5, rtol=1e-5)
+
+
+def test_temporal_block_equals_textbook_modulated_conv3d():
+    """A spatio-temporal block (valid in time) against modulated_conv3d with the magnitude
+    normalisation applied to its input, as StyleGAN3's input gain: after the demodulation."""
+    from vidgen.lvg.lowres import LRELU_GAIN, SynthesisBlock
+    from vidgen.nn.style import modulated_conv3d
+
+    torch.manual_seed(0)
+    blk = SynthesisBlock(6, 5, 4, 3, 3, False, False, (5, 8), clamp=256.0, beta=0.9).eval()
+    blk.mag0.magnitude.fill_(3.0)
+    blk.mag1.magnitude.fill_(0.25)
+    for b in (blk.bias0, blk.bias1):
+        torch.nn.init.normal_(b)
+    x, w = torch.randn(2, 5, 9, 5, 8), torch.randn(2, 6, 9)
+    y = blk(x, w, 10, 12, 17)  # input steps [10, 19) -> output steps [12, 17)
+
+    def lrelu(t):
+        return F.leaky_relu(t, 0.2).clamp(-256 / LRELU_GAIN, 256 / LRELU_GAIN)
+
+    h = lrelu(modulated_conv3d(x / 3 ** 0.5, blk.weight0, blk.styles(w, blk.affine0), padding=(0, 1, 1))
+              + blk.bias0[:, None, None, None])
+    main = modulated_conv3d(h / 0.5, blk.weight1, blk.styles(w[:, :, 1:-1], blk.affine1), padding=(0, 1, 1))
+    skip = F.conv3d(x[:, :, 2:-2] / 3 ** 0.5, blk.weight_skip) / 5 ** 0.5
+    ref = lrelu((main + skip) * 0.5 ** 0.5 + blk.bias1[:, None, None, None])
+    assert y.shape == ref.shape == (2, 4, 5, 5, 8)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)

@@ -75,3 +75,16 @@ def test_modulated_conv2d_equals_per_sample_modulated_weights():
         torch.testing.assert_close(y[b:b + 1], ref, atol=1e-5, rtol=1e-5)
     undemod = modulated_conv2d(x, w, s, demodulate=False, padding=1)
     torch.testing.assert_close(undemod, torch.nn.functional.conv2d(x * s[:, :, None, None], w, padding=1))
+
+
+def test_clamp_symmetric_channels_last_bounds_checked_without_copy():
+    from vidgen.nn.style import _dense_view, clamp_symmetric
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 6).contiguous(memory_format=torch.channels_last) * 10
+    v = _dense_view(x)
+    assert v.is_contiguous() and v.data_ptr() == x.data_ptr()  # a view, no copy
+    torch.testing.assert_close(clamp_symmetric(x, 8.0), x.clamp(-8.0, 8.0), rtol=0, atol=0)
+    assert clamp_symmetric(x, 100.0) is x  # nothing outside the bounds: returned as it is
+    odd = torch.randn(4, 6)[:, ::2]  # neither layout: checked as it is
+    assert _dense_view(odd) is odd

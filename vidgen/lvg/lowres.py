@@ -107,7 +107,8 @@ class SynthesisBlock(nn.Module):
 
         Same maths as ``modulated_conv3d`` (style per input step, demodulation per output step)
         with the scalar factors folded together to save passes over the activations: the
-        magnitude normalisation goes into the styles and the skip weight, the bias into the
+        magnitude normalisation (StyleGAN3's input gain, which acts after the demodulation)
+        goes into the styles that scale x and into the skip weight, the bias into the
         demodulation (addcmul), sqrt(0.5) into both branches. The sqrt(2) gain of the leaky
         ReLU is left out (the clamp moves to 256 / sqrt(2)): every consumer of an activation
         normalises it by its running magnitude first, which cancels a constant gain exactly.
@@ -117,12 +118,12 @@ class SynthesisBlock(nn.Module):
         """
         p, pad = self.kt // 2, (0, self.ks // 2, self.ks // 2)
         g0 = self.mag0.gain(x)
-        h = _modulated_demodulated(x, self.weight0, self.styles(w, self.affine0) * (g0 * self.gain), pad, self.bias0)
+        h = _modulated_demodulated(x, self.weight0, self.styles(w, self.affine0) * self.gain, pad, self.bias0, g0)
         h = _lrelu_clamp(h, self.clamp)
-        s1 = self.styles(w[:, :, p:w.shape[2] - p], self.affine1) * (self.mag1.gain(h) * self.gain)
+        s1 = self.styles(w[:, :, p:w.shape[2] - p], self.affine1) * self.gain
         skip_w = self.weight_skip * (g0 * math.sqrt(0.5) / math.sqrt(x.shape[1]))
         skip = F.conv3d(x[:, :, self.shrink:x.shape[2] - self.shrink], skip_w.to(x.dtype))
-        y = _modulated_demodulated(h, self.weight1, s1, pad, skip, out_gain=math.sqrt(0.5))
+        y = _modulated_demodulated(h, self.weight1, s1, pad, skip, self.mag1.gain(h), out_gain=math.sqrt(0.5))
         y_lo = lo + self.shrink
         if self.t_up:
             y, y_lo = temporal_upsample2_valid(y, y_lo, dim=2)
@@ -140,28 +141,36 @@ class SynthesisBlock(nn.Module):
         is kept), w: [N, w_dim] -> [N, cout, H', W']. Same maths as :meth:`forward`."""
         assert self.kt == 1
         g0 = self.mag0.gain(x)
-        h = _modulated_demodulated_2d(x, self.weight0[:, :, 0], self.affine0(w) * (g0 * self.gain), self.bias0)
+        h = _modulated_demodulated_2d(x, self.weight0[:, :, 0], self.affine0(w) * self.gain, self.bias0, g0)
         h = _lrelu_clamp(h, self.clamp)
         skip_w = self.weight_skip[:, :, 0] * (g0 * math.sqrt(0.5) / math.sqrt(x.shape[1]))
-        skip = F.conv2d(x, skip_w.to(x.dtype))
-        s1 = self.affine1(w) * (self.mag1.gain(h) * self.gain)
-        y = _modulated_demodulated_2d(h, self.weight1[:, :, 0], s1, skip, out_gain=math.sqrt(0.5))
+        H, W = self.out_size
+        resize = self.s_up or (x.shape[2], x.shape[3]) != (H, W)
+        # Without resampling or crop the output bias goes into the skip conv (one pass fewer).
+        skip = F.conv2d(x, skip_w.to(x.dtype), None if resize else self.bias1.to(x.dtype))
+        s1 = self.affine1(w) * self.gain
+        y = _modulated_demodulated_2d(h, self.weight1[:, :, 0], s1, skip, self.mag1.gain(h), out_gain=math.sqrt(0.5))
+        if not resize:
+            return _lrelu_clamp(y, self.clamp)
         if self.s_up:
             y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
-        H, W = self.out_size
         top, left = (y.shape[2] - H) // 2, (y.shape[3] - W) // 2
         y = y[:, :, top:top + H, left:left + W]
         return _lrelu_clamp(y + self.bias1.to(y.dtype)[:, None, None], self.clamp)
 
 def _modulated_demodulated(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, pad: tuple[int, int, int],
-                           add: torch.Tensor, out_gain: float = 1.0) -> torch.Tensor:
-    """``add + out_gain * modulated_conv3d(x, weight, styles)`` (valid in time; METHODS.md 1.2).
+                           add: torch.Tensor, in_gain: torch.Tensor, out_gain: float = 1.0) -> torch.Tensor:
+    """``add + out_gain * modulated_conv3d(x * in_gain, weight, styles)`` (valid in time;
+    METHODS.md 1.2).
 
-    x: [B, I, T, h, w]; weight: [O, I, kt, k, k]; styles: [B, I, T]; add: [O] (a bias) or a
-    tensor shaped like the output. The demodulation of output step t uses the styles at the
-    input step its window is centred on.
+    x: [B, I, T, h, w]; weight: [O, I, kt, k, k]; styles: [B, I, T]; in_gain: a scalar (the
+    magnitude normalisation of x, StyleGAN3's input gain: applied after the demodulation, so it
+    goes into the styles that scale x but not into the ones the demodulation sums); add: [O]
+    (a bias) or a tensor shaped like the output. The demodulation of output step t uses the
+    styles at the input step its window is centred on.
     """
-    y = F.conv3d(x * styles[:, :, :, None, None].to(x.dtype), weight.to(x.dtype), padding=pad)
+    scale = (styles * in_gain)[:, :, :, None, None].to(x.dtype)
+    y = F.conv3d(x * scale, weight.to(x.dtype), padding=pad)
     c = (styles.shape[2] - y.shape[2]) // 2
     s = styles[:, :, c:c + y.shape[2]]
     # sum_k W[o, i, k]^2 as a squared norm: no squared copy of the weight, one pass backward
@@ -175,10 +184,11 @@ def _modulated_demodulated(x: torch.Tensor, weight: torch.Tensor, styles: torch.
 
 
 def _modulated_demodulated_2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, add: torch.Tensor,
-                              out_gain: float = 1.0) -> torch.Tensor:
+                              in_gain: torch.Tensor, out_gain: float = 1.0) -> torch.Tensor:
     """Frame-wise :func:`_modulated_demodulated`: x: [N, I, h, w]; weight: [O, I, k, k];
     styles: [N, I]; add: [O] or shaped like the output [N, O, h, w]."""
-    y = F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight.to(x.dtype), padding=weight.shape[-1] // 2)
+    scale = (styles * in_gain)[:, :, None, None].to(x.dtype)
+    y = F.conv2d(x * scale, weight.to(x.dtype), padding=weight.shape[-1] // 2)
     d = styles.square() @ torch.linalg.vector_norm(weight, dim=(2, 3)).square().t().to(styles.dtype)  # [N, O]
     d = ((d + 1e-8).rsqrt() * out_gain).to(y.dtype)[:, :, None, None]
     if add.ndim == 1:
@@ -203,9 +213,13 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         # x: [N, cin, h, w] frames, w: [N, w_dim] -> [N, 3, h, w]
-        s = self.affine(w) * self.mag.gain(x)
-        weight = self.weight[:, :, 0] / math.sqrt(x.shape[1])  # [3, cin, 1, 1]
-        y = F.conv2d(x * s[:, :, None, None].to(x.dtype), weight.to(x.dtype))
+        # The 1x1 conv of x * s is a per-frame matrix (W diag(s[n])) times x[n]: one batched
+        # matmul over [N, h*w, cin] (a view of channels-last x), no modulated copy of x.
+        s = self.affine(w) * (self.mag.gain(x) / math.sqrt(x.shape[1]))  # [N, cin]
+        wn = (self.weight[:, :, 0, 0, 0][None] * s[:, None, :]).to(x.dtype)  # [N, 3, cin]
+        N, C, H, W = x.shape
+        y = torch.bmm(x.permute(0, 2, 3, 1).reshape(N, H * W, C), wn.transpose(1, 2))  # [N, h*w, 3]
+        y = y.view(N, H, W, 3).permute(0, 3, 1, 2)  # [N, 3, h, w], channels-last
         return clamp_symmetric(y + self.bias.to(y.dtype)[:, None, None], self.clamp)
 
 

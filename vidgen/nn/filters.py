@@ -117,7 +117,8 @@ def _binomial4_axis(x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
         idx[d] = slice(k, k + span, down)
         return x[tuple(idx)]
 
-    return torch.add(tap(0) + tap(3), tap(1) + tap(2), alpha=3)
+    y = torch.add(tap(0), tap(1), alpha=3)  # one new tensor, then in place
+    return y.add_(tap(2), alpha=3).add_(tap(3))
 
 
 class _Binomial4(torch.autograd.Function):
@@ -150,8 +151,8 @@ class _Binomial4(torch.autograd.Function):
 def binomial4_sum(x: torch.Tensor, dims: tuple[int, ...], pad: tuple[int, ...], down: int = 1) -> torch.Tensor:
     """[1, 3, 3, 1] filter along each of ``dims``, *not* divided by 8 (the caller folds 8^-n
     into a weight): zero-pad ``pad[i]`` (0 to 3) samples on both sides of ``dims[i]``, then keep
-    the valid outputs, every ``down``-th one. Each axis is (a0 + a3) + 3 (a1 + a2) over shifted
-    views: three passes over the tensor, no multiplies by taps, any memory layout.
+    the valid outputs, every ``down``-th one. Each axis is a0 + 3 a1 + 3 a2 + a3 over shifted
+    views into one new tensor, any memory layout.
     Output length along an axis: ``(L + 2 pad - 4) // down + 1``.
     """
     for d, p in zip(dims, pad):

@@ -18,13 +18,23 @@ LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
 
+def _dense_view(x: torch.Tensor) -> torch.Tensor:
+    """x viewed with its dimensions in memory order (a channels-last tensor becomes contiguous):
+    the same elements, so a full reduction over it needs no copy."""
+    if x.is_contiguous():
+        return x
+    order = sorted(range(x.ndim), key=lambda d: (-x.stride(d), -x.shape[d]))
+    y = x.permute(order)
+    return y if y.is_contiguous() else x
+
+
 def clamp_symmetric(x: torch.Tensor, clamp: float) -> torch.Tensor:
     """``x.clamp(-clamp, clamp)``. On the CPU the clamp is skipped when no element lies outside
     the bounds: the values and gradients are then the same (the clamp's gradient is 1 on
     [-clamp, clamp], bounds included), without its pass over x and the four of its backward.
     Elsewhere a host sync would cost more than the clamp, so it is always applied."""
     if x.device.type == "cpu" and x.numel():
-        lo, hi = torch.aminmax(x.detach())
+        lo, hi = torch.aminmax(_dense_view(x.detach()))
         if -clamp <= lo.item() and hi.item() <= clamp:  # False for NaN: clamp propagates it
             return x
     return x.clamp(-clamp, clamp)
