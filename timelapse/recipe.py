@@ -4,7 +4,7 @@ One step: G (non-saturating loss, style mixing), Greg every 4 steps (path length
 D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). A regulariser whose
 weight is 0 has no phase, and its optimiser no lazy-regularisation compensation. Every real and
 generated t is dequantised; the discriminator additionally sees per-factor noise on t.
-Adaptive augmentation (ADA, target 0.6) is applied to everything D sees.
+Adaptive augmentation (ADA's 'bgc' pipeline, target 0.6) is applied to everything D sees.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vidgen.errors import ConfigError
-from vidgen.train.ada import AdaController
+from vidgen.train.ada import AdaController, ada_augment
 from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 from timelapse.frames import TimelapseFrames
@@ -65,35 +65,6 @@ class TimelapseConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-
-
-def augment(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Differentiable ADA-style augmentation, each transform applied to a sample with
-    probability p: x-flip, integer translation (up to 1/8 of the size), brightness, contrast,
-    saturation. x: [B, C, H, W]."""
-    if p <= 0:
-        return x
-    B, C, H, W = x.shape
-    dev = x.device
-
-    def on(shape=(B, 1, 1, 1)):
-        return (torch.rand(B, device=dev) < p).to(x.dtype).reshape(shape)
-
-    x = torch.where(on() > 0, x.flip(-1), x)
-    m = on((B,))
-    shift = (torch.rand(B, 2, device=dev) * 2 - 1) * 0.125 * m[:, None]
-    shift = (shift * torch.tensor([W, H], device=dev)).round()
-    theta = torch.zeros(B, 2, 3, device=dev, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = shift * 2 / torch.tensor([W, H], device=dev)
-    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    x = torch.nn.functional.grid_sample(x, grid, mode="nearest", padding_mode="reflection", align_corners=False)
-    x = x + torch.randn(B, 1, 1, 1, device=dev, dtype=x.dtype) * 0.2 * on()
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * torch.exp2(torch.randn(B, 1, 1, 1, device=dev, dtype=x.dtype) * 0.5 * on()) + mean
-    gray = x.mean(dim=1, keepdim=True)
-    x = (x - gray) * torch.exp2(torch.randn(B, 1, 1, 1, device=dev, dtype=x.dtype) * on()) + gray
-    return x
 
 
 def reg_intervals(L: LossConfig, r1_gamma: float) -> dict[str, int]:
@@ -186,7 +157,7 @@ class TimelapseRecipe(Recipe):
 
     def run_d(self, img: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # D sees augmented images and per-factor noisy times (METHODS.md 2 (b), applied).
-        return self.D(augment(img, self.p), d_noise(t, self.d_sigmas))
+        return self.D(ada_augment(img, self.p), d_noise(t, self.d_sigmas))
 
     # --- phases ------------------------------------------------------------------------
     def loss_g(self, micro, step: int):

@@ -5,7 +5,7 @@ One step on a batch of short clips (12 low-res frames in, the 4 matching high-re
 - low-res input augmentation (p = 0.5 per op: scale, rotation, anisotropy, sub-pixel shift,
   noise; one draw per clip) so the generator tolerates *generated* low-res input;
 - the discriminator sees the 4 high-res frames stacked with the 4 low-res ones upsampled;
-  adaptive augmentation (ADA, target 0.6, p <= 0.5) is applied to both jointly, with the
+  adaptive augmentation (ADA 'bgc' pipeline, target 0.6, p <= 0.5) is applied to both jointly, with the
   same parameters, and the low-res conditioning is kept only with probability 0.1;
 - non-saturating logistic loss, lazy R1 (gamma 1, every 16 steps) on the high-res input,
   Adam (0, 0.99), lr G 0.003, D 0.003 * 16/17 (the engine's lazy-regularisation factor),
@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vidgen.data.augment import AugmentConfig, augment
 from vidgen.errors import ConfigError
 from vidgen.lvg.superres import SuperResDiscriminator, SuperResGenerator, SuperResModelConfig
-from vidgen.train.ada import AdaController
+from vidgen.train.ada import AdaController, ada_augment
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 
@@ -120,15 +119,6 @@ def lowres_input_augment(x: torch.Tensor, p: float = 0.5, strength: float = 8.0,
     noise = torch.randn(frames.shape, generator=g, device=dev if g is None else g.device).to(dev, dt)
     frames = frames + noise * sigma.to(dt)[:, None, None, None]
     return rearrange(frames, "b (c t) h w -> b c t h w", c=C)
-
-
-def ada_augment(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Adaptive discriminator augmentation of clips x: [B, C, T, H, W]: each op applied with
-    probability p per clip, the same parameters for every frame (the shared clip-consistent
-    ops: x-flip, colour, integer translation); p = 0 is the identity."""
-    if p <= 0:
-        return x
-    return augment(x, AugmentConfig(xflip=p / 2, color=True, translation=0.125, cutout=0.0, time_stretch=0.0, p=p))
 
 
 # --- data ----------------------------------------------------------------------------------
