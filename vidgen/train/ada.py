@@ -130,14 +130,14 @@ def _warp(frames: torch.Tensor, m: torch.Tensor, mode: str, antialias: bool) -> 
     B, K, H, W = frames.shape
     up = 2 if antialias else 1
     src = F.interpolate(frames, scale_factor=2, mode="bilinear", align_corners=False) if antialias else frames
-    ys = (torch.arange(H * up, dtype=torch.float32) + 0.5) / up - H / 2  # output pixel centres
-    xs = (torch.arange(W * up, dtype=torch.float32) + 0.5) / up - W / 2
+    dev = frames.device  # the grid is made where the frames are (the matrices are small, on the CPU)
+    ys = (torch.arange(H * up, dtype=torch.float32, device=dev) + 0.5) / up - H / 2  # output pixel centres
+    xs = (torch.arange(W * up, dtype=torch.float32, device=dev) + 0.5) / up - W / 2
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     pts = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(1, -1, 3)  # [1, P, 3]
-    inp = pts @ m.transpose(1, 2)  # [B, P, 3] input positions
+    inp = pts @ m.to(dev).transpose(1, 2)  # [B, P, 3] input positions
     grid = torch.stack([inp[..., 0] / (W / 2), inp[..., 1] / (H / 2)], -1).reshape(B, H * up, W * up, 2)
-    out = F.grid_sample(src, grid.to(frames.device, frames.dtype), mode=mode, padding_mode="reflection",
-                        align_corners=False)
+    out = F.grid_sample(src, grid.to(frames.dtype), mode=mode, padding_mode="reflection", align_corners=False)
     if not antialias:
         return out
     out = F.pad(out, (1, 1, 1, 1), mode="replicate")  # edges kept: constants stay constant
