@@ -130,3 +130,16 @@ def test_ada_augment_is_differentiable_and_seeded():
     y.square().sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     torch.testing.assert_close(ada_augment(x.detach(), 0.9, AdaOps(), _gen(5)), y.detach(), rtol=0, atol=0)
+
+
+def test_ada_pipeline_presets():
+    assert AdaOps.preset("bgc") == AdaOps()
+    bg, b = AdaOps.preset("bg"), AdaOps.preset("b")
+    assert bg.scale == 1.0 and bg.brightness == 0.0 and bg.hue == 0.0
+    assert b.xflip == 1.0 and b.rotate == 0.0 and b.saturation == 0.0
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    y = ada_augment(x, 1.0, b, _gen())
+    assert set(y.unique().tolist()) <= set(x.unique().tolist())  # blits only move pixels
+    assert not torch.equal(y, x)
+    with pytest.raises(ValueError, match="'bgcx'.*b, bg, bgc"):
+        AdaOps.preset("bgcx")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vidgen.errors import ConfigError
-from vidgen.train.ada import AdaController, ada_augment
+from vidgen.train.ada import PIPELINES as ADA_PIPELINES, AdaController, AdaOps, ada_augment
 from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 from timelapse.frames import TimelapseFrames
@@ -54,6 +54,7 @@ class LossConfig:
     ada_target: float = 0.6
     ada_kimg: float = 500.0
     ada_interval: int = 4
+    ada_pipeline: str = "bgc"  # ADA ops: "b" blits, "bg" + geometry, "bgc" + colour (vidgen.train.ada)
     ema_kimg: float = 10.0
     ema_rampup: float = 0.05
 
@@ -95,6 +96,9 @@ class TimelapseRecipe(Recipe):
         self.pl = PathLengthRegularizer().to(device)
         L = cfg.loss
         self.ada = AdaController(L.ada_target, L.ada_kimg, L.ada_interval) if L.augment == "ada" else None
+        if L.ada_pipeline not in ADA_PIPELINES:
+            raise ConfigError(f"loss.ada_pipeline={L.ada_pipeline!r}: expected one of {', '.join(ADA_PIPELINES)}")
+        self.ada_ops = AdaOps.preset(L.ada_pipeline)
         self.t_all = torch.as_tensor(self.data.t, device=device)
         self.sigma_all = torch.as_tensor(self.data.sigma, device=device)
         tn = cfg.time
@@ -157,7 +161,7 @@ class TimelapseRecipe(Recipe):
 
     def run_d(self, img: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # D sees augmented images and per-factor noisy times (METHODS.md 2 (b), applied).
-        return self.D(ada_augment(img, self.p), d_noise(t, self.d_sigmas))
+        return self.D(ada_augment(img, self.p, self.ada_ops), d_noise(t, self.d_sigmas))
 
     # --- phases ------------------------------------------------------------------------
     def loss_g(self, micro, step: int):

@@ -25,7 +25,7 @@ from torch import nn
 
 from vidgen.errors import ConfigError
 from vidgen.lvg.superres import SuperResDiscriminator, SuperResGenerator, SuperResModelConfig
-from vidgen.train.ada import AdaController, ada_augment
+from vidgen.train.ada import PIPELINES as ADA_PIPELINES, AdaController, AdaOps, ada_augment
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 
@@ -57,6 +57,7 @@ class SuperResAugmentConfig:
     ada_p_init: float = 0.0
     ada_speed_kimg: float = 500.0  # p can move by 1 per this many thousand real clips
     ada_interval: int = 4  # steps between p updates
+    ada_pipeline: str = "bgc"  # ADA ops: "b" blits, "bg" + geometry, "bgc" + colour (vidgen.train.ada)
 
 
 @dataclass
@@ -154,6 +155,9 @@ class SuperResRecipe(Recipe):
             raise ConfigError("augment.input_p and augment.ada_p_max must be in [0, 1]")
         if l.r1_interval < 1:
             raise ConfigError(f"loss.r1_interval must be >= 1; got {l.r1_interval}")
+        if a.ada_pipeline not in ADA_PIPELINES:
+            raise ConfigError(f"augment.ada_pipeline={a.ada_pipeline!r}: expected one of {', '.join(ADA_PIPELINES)}")
+        self.ada_ops = AdaOps.preset(a.ada_pipeline)
         self.G = SuperResGenerator(m).to(device)
         self.D = SuperResDiscriminator(m).to(device)
         self.ada = AdaController(target=a.ada_target, speed_kimg=a.ada_speed_kimg, interval=a.ada_interval,
@@ -201,7 +205,7 @@ class SuperResRecipe(Recipe):
         -> logits [B, 1]. ADA acts on both jointly; the conditioning is dropped w.p. 0.9."""
         K, T = self.cfg.model.context, highres.shape[2]
         lr_up = self.D.upsample_lowres(lowres[:, :, K:K + T])
-        both = ada_augment(torch.cat([lr_up, highres], dim=2), self.ada.p)  # same parameters for both
+        both = ada_augment(torch.cat([lr_up, highres], dim=2), self.ada.p, self.ada_ops)  # same parameters for both
         lr_up, highres = both[:, :, :T], both[:, :, T:]
         keep = torch.rand(lr_up.shape[0], 1, 1, 1, 1, device=lr_up.device) < self.cfg.loss.lr_cond_prob
         return self.D(lr_up * keep.to(lr_up.dtype), highres)

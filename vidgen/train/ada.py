@@ -108,6 +108,19 @@ class AdaOps:
     hue_max: float = 1.0  # angle ~ U(-pi, pi) * max around the luma axis
     saturation_std: float = 1.0  # log2
 
+    @classmethod
+    def preset(cls, name: str) -> "AdaOps":
+        """The paper's pipelines: 'b' (blits), 'bg' (+ general geometry), 'bgc' (+ colour)."""
+        if name not in PIPELINES:
+            raise ValueError(f"unknown ADA pipeline {name!r}: expected one of {', '.join(PIPELINES)}")
+        off = {"b": _GEOMETRY + _COLOUR, "bg": _COLOUR, "bgc": ()}[name]
+        return cls(**{k: 0.0 for k in off})
+
+
+_GEOMETRY = ("scale", "rotate", "aniso", "xfrac")
+_COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
+PIPELINES = ("b", "bg", "bgc")
+
 
 def _affine(B: int, a, b, c, d, e, f) -> torch.Tensor:
     """[B, 3, 3] matrices [[a, b, c], [d, e, f], [0, 0, 1]] from per-sample tensors or numbers."""
