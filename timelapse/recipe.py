@@ -4,7 +4,8 @@ One step: G (non-saturating loss, style mixing), Greg every 4 steps (path length
 D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). A regulariser whose
 weight is 0 has no phase, and its optimiser no lazy-regularisation compensation. Every real and
 generated t is dequantised; the discriminator additionally sees per-factor noise on t.
-Adaptive augmentation (ADA's 'bgc' pipeline, target 0.6) is applied to everything D sees.
+Adaptive augmentation (ADA, target 0.6; the pipeline of ``loss.ada_pipeline``, 'bgc' by default)
+is applied to everything D sees.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from vidgen.errors import ConfigError
-from vidgen.train.ada import PIPELINES as ADA_PIPELINES, AdaController, AdaOps, ada_augment
+from vidgen.train.ada import AdaController, AdaOps, AdaPipeline, ada_augment
 from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 from timelapse.frames import TimelapseFrames
@@ -54,7 +55,7 @@ class LossConfig:
     ada_target: float = 0.6
     ada_kimg: float = 500.0
     ada_interval: int = 4
-    ada_pipeline: str = "bgc"  # ADA ops: "b" blits, "bg" + geometry, "bgc" + colour (vidgen.train.ada)
+    ada_pipeline: AdaPipeline = "bgc"  # ADA ops: "b" blits, "bg" + geometry, "bgc" + colour (vidgen.train.ada)
     ema_kimg: float = 10.0
     ema_rampup: float = 0.05
 
@@ -96,8 +97,6 @@ class TimelapseRecipe(Recipe):
         self.pl = PathLengthRegularizer().to(device)
         L = cfg.loss
         self.ada = AdaController(L.ada_target, L.ada_kimg, L.ada_interval) if L.augment == "ada" else None
-        if L.ada_pipeline not in ADA_PIPELINES:
-            raise ConfigError(f"loss.ada_pipeline={L.ada_pipeline!r}: expected one of {', '.join(ADA_PIPELINES)}")
         self.ada_ops = AdaOps.preset(L.ada_pipeline)
         self.t_all = torch.as_tensor(self.data.t, device=device)
         self.sigma_all = torch.as_tensor(self.data.sigma, device=device)

@@ -51,15 +51,19 @@ def _render_child(frames: int, out: str) -> None:
     print(json.dumps({"peak_gb": peak, "seconds": time.perf_counter() - t0}))
 
 
+def _in_child(call: str, env: dict | None = None) -> dict:
+    """Run ``bench_lvg.<call>`` in a fresh Python process; its last stdout line is JSON."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'tools')!r}); import bench_lvg; bench_lvg.{call}"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ) if env is None else env)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def render_peak(frames: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        code = f"import sys; sys.path.insert(0, {str(ROOT / 'tools')!r}); import bench_lvg; " \
-               f"bench_lvg._render_child({frames}, {str(Path(tmp) / 'v.mp4')!r})"
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                              env=dict(os.environ))
-        if proc.returncode:
-            raise RuntimeError(proc.stderr[-2000:])
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return _in_child(f"_render_child({frames}, {str(Path(tmp) / 'v.mp4')!r})")
 
 
 def lowres_fwd_bwd(repeats: int, train_d: bool = True, warmup: int = 2) -> list[float]:
@@ -100,13 +104,8 @@ def _lowres_child(malloc: str, repeats: int, train_d: bool, warmup: int) -> None
 def lowres_in_child(malloc: str, repeats: int, train_d: bool = True, warmup: int = 2) -> dict:
     """:func:`lowres_fwd_bwd` in a fresh process with the host allocator in ``malloc`` mode
     (vidgen/hostmem.py: ``heap`` is what the vidgen commands use, ``system`` is glibc's default)."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT / 'tools')!r}); import bench_lvg; " \
-           f"bench_lvg._lowres_child({malloc!r}, {repeats}, {train_d}, {warmup})"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "VIDGEN_HOST_MALLOC"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-2000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return _in_child(f"_lowres_child({malloc!r}, {repeats}, {train_d}, {warmup})", env)
 
 
 def main(argv=None) -> int:

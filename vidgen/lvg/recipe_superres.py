@@ -5,8 +5,9 @@ One step on a batch of short clips (12 low-res frames in, the 4 matching high-re
 - low-res input augmentation (p = 0.5 per op: scale, rotation, anisotropy, sub-pixel shift,
   noise; one draw per clip) so the generator tolerates *generated* low-res input;
 - the discriminator sees the 4 high-res frames stacked with the 4 low-res ones upsampled;
-  adaptive augmentation (ADA 'bgc' pipeline, target 0.6, p <= 0.5) is applied to both jointly, with the
-  same parameters, and the low-res conditioning is kept only with probability 0.1;
+  adaptive augmentation (ADA, target 0.6, p <= 0.5, pipeline ``augment.ada_pipeline``, 'bgc'
+  by default) is applied to both jointly, with the same parameters, and the low-res
+  conditioning is kept only with probability 0.1;
 - non-saturating logistic loss, lazy R1 (gamma 1, every 16 steps) on the high-res input,
   Adam (0, 0.99), lr G 0.003, D 0.003 * 16/17 (the engine's lazy-regularisation factor),
   EMA of G with beta 0.99985 after a 25k-step warm-up.
@@ -25,7 +26,7 @@ from torch import nn
 
 from vidgen.errors import ConfigError
 from vidgen.lvg.superres import SuperResDiscriminator, SuperResGenerator, SuperResModelConfig
-from vidgen.train.ada import PIPELINES as ADA_PIPELINES, AdaController, AdaOps, ada_augment
+from vidgen.train.ada import AdaController, AdaOps, AdaPipeline, ada_augment
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 
@@ -57,7 +58,7 @@ class SuperResAugmentConfig:
     ada_p_init: float = 0.0
     ada_speed_kimg: float = 500.0  # p can move by 1 per this many thousand real clips
     ada_interval: int = 4  # steps between p updates
-    ada_pipeline: str = "bgc"  # ADA ops: "b" blits, "bg" + geometry, "bgc" + colour (vidgen.train.ada)
+    ada_pipeline: AdaPipeline = "bgc"  # ADA ops: "b" blits, "bg" + geometry, "bgc" + colour (vidgen.train.ada)
 
 
 @dataclass
@@ -155,8 +156,6 @@ class SuperResRecipe(Recipe):
             raise ConfigError("augment.input_p and augment.ada_p_max must be in [0, 1]")
         if l.r1_interval < 1:
             raise ConfigError(f"loss.r1_interval must be >= 1; got {l.r1_interval}")
-        if a.ada_pipeline not in ADA_PIPELINES:
-            raise ConfigError(f"augment.ada_pipeline={a.ada_pipeline!r}: expected one of {', '.join(ADA_PIPELINES)}")
         self.ada_ops = AdaOps.preset(a.ada_pipeline)
         self.G = SuperResGenerator(m).to(device)
         self.D = SuperResDiscriminator(m).to(device)

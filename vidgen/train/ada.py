@@ -15,6 +15,7 @@ and the same state, whichever rank's checkpoint is read.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -117,9 +118,10 @@ class AdaOps:
         return cls(**{k: 0.0 for k in off})
 
 
+AdaPipeline = typing.Literal["b", "bg", "bgc"]  # a config field of this type is checked on load
+PIPELINES = typing.get_args(AdaPipeline)
 _GEOMETRY = ("scale", "rotate", "aniso", "xfrac")
 _COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
-PIPELINES = ("b", "bg", "bgc")
 
 
 def _affine(B: int, a, b, c, d, e, f) -> torch.Tensor:
@@ -229,11 +231,9 @@ def ada_augment(x: torch.Tensor, p: float, ops: AdaOps = AdaOps(),
         v = torch.tensor([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3)  # luma axis
         vv = torch.outer(v, v)
         eye = torch.eye(4)
-        cm = eye.expand(B, 4, 4).clone()
         b = where(gate(ops.brightness), randn(B) * ops.brightness_std, 0.0)
-        shift = eye.expand(B, 4, 4).clone()
-        shift[:, :3, 3] = b[:, None]
-        cm = shift @ cm
+        cm = eye.expand(B, 4, 4).clone()  # brightness: a shift of r, g, b
+        cm[:, :3, 3] = b[:, None]
         c = where(gate(ops.contrast), torch.exp2(randn(B) * ops.contrast_std), 1.0)
         cm = torch.diag_embed(torch.stack([c, c, c, torch.ones(B)], -1)) @ cm
         flipl = where(gate(ops.lumaflip), (rand(B) < 0.5).float(), 0.0)
