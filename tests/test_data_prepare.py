@@ -220,7 +220,7 @@ def test_inspect_writes_contact_sheet(tmp_path, drives, capsys):
 def test_fileio_atomic_writes_and_checksums(tmp_path):
     import hashlib
 
-    from vidgen.data.fileio import atomic_path, sha256_file, write_json
+    from vidgen.fileio import atomic_path, sha256_file, write_json
 
     p = write_json(tmp_path / "sub" / "a.json", {"x": [1, 2]})
     assert json.loads(p.read_text()) == {"x": [1, 2]}

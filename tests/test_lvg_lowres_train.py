@@ -96,7 +96,7 @@ def test_dry_run_prints_paper_parameter_counts(capsys):
 
 
 def test_both_phases_resolve_from_the_recipe_module():
-    from vidgen.train.families import recipe_class
+    from vidgen.registry import recipe_class
 
     assert recipe_class("lvg-lowres") is LowResRecipe
     assert recipe_class("lvg-superres").family == "lvg-superres"

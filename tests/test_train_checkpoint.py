@@ -6,9 +6,10 @@ import threading
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
-from vidgen.data.fileio import sha256_file
+from vidgen.fileio import sha256_file
 from vidgen.train import checkpoint as ckpt
 from vidgen.train.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint
 
@@ -135,7 +136,7 @@ def test_missing_path_and_empty_run(tmp_path):
 
 def _failing_save(fail_on: str):
     """A safetensors writer that writes half of ``fail_on`` and then fails as a full disk does."""
-    real = ckpt.save_file
+    real = safetensors.torch.save_file
 
     def save(tensors, filename, metadata=None):
         real(tensors, filename, metadata=metadata)
@@ -150,7 +151,7 @@ def _failing_save(fail_on: str):
 def test_a_failed_write_never_replaces_a_good_checkpoint(tmp_path, monkeypatch, fail_on):
     good = _write(tmp_path, 3, 3.0)
     before = {p.name: p.read_bytes() for p in good.iterdir()}
-    monkeypatch.setattr(ckpt, "save_file", _failing_save(fail_on))
+    monkeypatch.setattr(safetensors.torch, "save_file", _failing_save(fail_on))
     with pytest.raises(CheckpointError, match="could not write checkpoint .*No space left.* unchanged"):
         _write(tmp_path, 6, 6.0)  # a new step
     with pytest.raises(CheckpointError, match="could not write checkpoint"):

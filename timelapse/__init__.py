@@ -1,1 +1,6 @@
 """Time-lapse GAN: an image generator conditioned on capture time (METHODS.md section 2)."""
+
+from vidgen.registry import Family, register
+
+register(Family(name="timelapse", recipe="timelapse.recipe:TimelapseRecipe", kind="image",
+                summary="time-lapse GAN conditioned on capture time"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from vidgen.cli import run
-from vidgen.data.fileio import write_json
+from vidgen.fileio import write_json
 from vidgen.errors import ConfigError, VidgenError
 
 TRAIN_EPILOG = """examples:

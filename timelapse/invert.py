@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from vidgen.errors import VidgenError
-from vidgen.train.ema import write_safetensors
+from vidgen.fileio import write_safetensors
 from timelapse.model import Generator
 
 FORMAT = "timelapse-latents-1"

@@ -17,6 +17,7 @@ import importlib
 import sys
 
 from vidgen.errors import VidgenError
+from vidgen.families import load_families
 from vidgen.hostmem import tune_host_allocator
 
 # Order is the order of `vidgen --help`.
@@ -30,6 +31,7 @@ _COMMAND_MODULES = (
 
 
 def build_parser(modules=_COMMAND_MODULES, prog: str = "vidgen") -> argparse.ArgumentParser:
+    load_families()  # each family registers itself (vidgen/registry.py)
     parser = argparse.ArgumentParser(
         prog=prog,
         description="vidgen: train, render and evaluate video generators.",

@@ -23,7 +23,7 @@ from typing import Any, Iterable, TypeVar
 
 import yaml
 
-from vidgen.data.fileio import write_bytes
+from vidgen.fileio import write_bytes
 from vidgen.errors import ConfigError
 
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from vidgen.data.fileio import sha256_file
+from vidgen.fileio import sha256_file
 from vidgen.errors import ConfigError
 
 # How real clips are drawn for video metrics (METHODS.md 9: published FVDs differ by it):

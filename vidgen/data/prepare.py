@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vidgen.data.fileio import atomic_dir, sha256_file, update_sha256, write_json
+from vidgen.fileio import atomic_dir, sha256_file, update_sha256, write_json
 from vidgen.data.sources import (IMAGE_EXTS, VIDEO_EXTS, FolderSource, FrameSource, SourceMeta,
                                  ZipSource, natural_key, open_source)
 from vidgen.data.timestamps import capture_times

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from vidgen.errors import VidgenError
-from vidgen.train.ema import list_snapshots, read_snapshot, sigma_rel_to_gamma, write_safetensors
+from vidgen.fileio import write_safetensors
+from vidgen.train.ema import list_snapshots, read_snapshot, sigma_rel_to_gamma
 
 RECON_FORMAT = "vidgen-phema-recon-1"
 

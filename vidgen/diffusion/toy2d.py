@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidgen.data.fileio import write_json
+from vidgen.fileio import write_json
 from vidgen.diffusion.edm import Denoiser, LossConfig, edm_loss
 from vidgen.diffusion.gmm import GaussianMixture
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample

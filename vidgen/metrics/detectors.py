@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from vidgen.data.fileio import sha256_file
+from vidgen.fileio import sha256_file
 from vidgen.errors import VidgenError
 
 

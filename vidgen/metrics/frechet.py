@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from vidgen.data.fileio import atomic_path
+from vidgen.fileio import write_safetensors
 from vidgen.errors import VidgenError
 
 
@@ -133,9 +133,7 @@ class FeatureStats:
         """Write safetensors atomically; `meta` (JSON-able) is stored in the header."""
         info = {"dim": self.dim, "reservoir": self.reservoir, "seed": self.seed,
                 "num_items": self.num_items, "meta": self.meta if meta is None else meta}
-        with atomic_path(path) as tmp:
-            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp),
-                      metadata={"vidgen_feature_stats": json.dumps(info)})
+        write_safetensors(path, self.state_dict(), {"vidgen_feature_stats": json.dumps(info)})
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "FeatureStats":

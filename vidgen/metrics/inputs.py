@@ -157,7 +157,7 @@ def load_real(path: str | Path, resolution: str | None = None) -> RealVideos:
     largest) or a raw folder whose entries are videos, frame folders or frame zips (one entry
     = one video; ``resolution`` crop-resizes them). The cache identity is the SHA-256 of the
     manifest (prepared) or of the folder listing (raw), together with the resolution."""
-    from vidgen.data.fileio import sha256_file
+    from vidgen.fileio import sha256_file
     from vidgen.data.prepare import is_prepared, open_prepared, parse_resolution
 
     root = Path(path).expanduser()

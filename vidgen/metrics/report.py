@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vidgen.data.fileio import write_bytes
+from vidgen.fileio import write_bytes
 
 # Fields every metric entry carries (tests check them; the Markdown table shows most).
 ENTRY_FIELDS = ("name", "value", "std", "values", "runs", "protocol", "num_real", "num_fake",

@@ -108,7 +108,7 @@ def render_to_file(generator: VideoGenerator, seed: int, num_frames: int, out: s
 
 def _build_family_generator(ckpt, device: torch.device) -> torch.nn.Module:
     """The EMA generator of a checkpoint, on ``device``, in eval mode."""
-    from vidgen.train.families import recipe_class
+    from vidgen.registry import recipe_class
 
     recipe_cls = recipe_class(ckpt.family)
     cfg = config_from_dict(recipe_cls.config_class, ckpt.config)

@@ -26,7 +26,7 @@ import torch
 from einops import rearrange, repeat
 from PIL import Image, PngImagePlugin
 
-from vidgen.data.fileio import fsync_path, temp_beside
+from vidgen.fileio import fsync_path, temp_beside
 from vidgen.render.gif import GifBackend
 from vidgen.errors import ConfigError, DataError, VidgenError
 
@@ -174,7 +174,7 @@ def read_png_settings(path: str | os.PathLike) -> dict:
 
 
 # ----------------------------------------------------------------------------- atomic files
-# temporary names and fsync come from vidgen.data.fileio (one implementation for every output)
+# temporary names and fsync come from vidgen.fileio (one implementation for every output)
 def _commit(tmp: Path, final: Path) -> None:
     """fsync, then rename into place and fsync the folder so the rename survives a crash."""
     if tmp.is_file():

@@ -14,7 +14,7 @@ Layout of a run (``{out_dir}/{NNNNN}-{recipe.run_name()}``)::
                                 and the sha256 and size of both safetensors files
 
 A checkpoint folder is built under a hidden temporary name (every file fsynced) and renamed
-into place (``vidgen.data.fileio.atomic_dir``), so a checkpoint either exists whole or not at
+into place (``vidgen.fileio.atomic_dir``), so a checkpoint either exists whole or not at
 all, and a write that fails leaves the checkpoints already there untouched. ``state.json`` carries a checksum of its
 own body, and reading checks all three files: a truncated or corrupted checkpoint is
 detected, and ``resolve_checkpoint`` on a run folder falls back to the newest good one with
@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
-from vidgen.data.fileio import atomic_dir, sha256_file
+from vidgen.fileio import atomic_dir, sha256_file, write_safetensors
 from vidgen.errors import VidgenError
 
 FORMAT = "vidgen-checkpoint-1"
@@ -55,9 +55,8 @@ class CheckpointError(VidgenError):
 
 # --- writing ---------------------------------------------------------------------------------
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    # clone: safetensors refuses tensors that share memory (tied weights)
-    flat = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    save_file(flat, str(path), metadata={"format": FORMAT})
+    # inside the checkpoint's temporary folder, which atomic_dir publishes as a whole
+    write_safetensors(path, tensors, {"format": FORMAT}, atomic=False)
 
 
 def _body_checksum(state: dict[str, Any]) -> str:

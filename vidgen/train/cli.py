@@ -11,7 +11,8 @@ import torch
 
 from vidgen.config import dump_yaml, load_config
 from vidgen.errors import ConfigError
-from vidgen.train.families import FAMILIES, recipe_class
+from vidgen import registry
+from vidgen.registry import recipe_class
 
 EPILOG = """examples:
   vidgen train toygan --config configs/toygan-tiny.yaml --data synthetic
@@ -24,9 +25,13 @@ e.g. --set engine.batch=16 --set model.ema.sigma_rels=[0.05,0.1].
 """
 
 
+def _trainable() -> list[str]:
+    return [f.name for f in registry.families() if f.recipe]
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train a model family (toygan, lvg-lowres, lvg-superres, timelapse, diffusion)",
+        "train", help=f"train a model family ({', '.join(_trainable())})",
         description="Train a model family with the shared engine: checkpoints, exact resume, "
                     "DDP under torchrun, EMA, logging.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,8 +42,8 @@ def register(subparsers) -> None:
 def add_train_arguments(p: argparse.ArgumentParser, with_family: bool) -> None:
     """The options shared by every `... train` command (also used by `timelapse train`)."""
     if with_family:
-        p.add_argument("family", choices=list(FAMILIES), metavar="FAMILY",
-                       help=f"model family: {', '.join(FAMILIES)}")
+        p.add_argument("family", choices=_trainable(), metavar="FAMILY",
+                       help=f"model family: {', '.join(_trainable())}")
     p.add_argument("--config", metavar="FILE", help="YAML preset (e.g. configs/toygan-tiny.yaml)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (sets data.path); 'synthetic' where supported")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import nn
 
-from vidgen.data.fileio import atomic_path
+from vidgen.fileio import write_safetensors
 from vidgen.train.recipe import EMASpec
 
 SNAPSHOT_FORMAT = "vidgen-phema-1"
@@ -174,13 +174,6 @@ def make_ema(name: str, net: nn.Module, spec: EMASpec) -> EMA:
 
 
 # --- files -----------------------------------------------------------------------------------
-def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Atomic safetensors write: temporary file in the same folder, fsync, rename."""
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
-
-
 def read_snapshot(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A power-EMA snapshot's state dict and its JSON info (network, step, gamma, ...)."""
     with safe_open(str(path), framework="pt") as f:

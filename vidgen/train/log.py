@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vidgen.data.fileio import write_bytes
+from vidgen.fileio import write_bytes
 
 TIMING_KEYS = ("data", "fwd_bwd", "optimizer", "logging")
 

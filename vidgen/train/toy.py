@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from vidgen.errors import ConfigError
+from vidgen.registry import Family, register
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 
@@ -229,3 +230,7 @@ class ToyGANRecipe(Recipe):
         data = "synthetic" if d.path == "synthetic" else Path(d.path).name
         clip = f"-t{d.frames}" if d.frames else ""
         return f"toygan-{data}-{d.resolution}x{d.resolution}{clip}-b{self.cfg.engine.batch}"
+
+
+register(Family(name="toygan", recipe="vidgen.train.toy:ToyGANRecipe", kind="image",
+                summary="a tiny image GAN for testing the engine"))

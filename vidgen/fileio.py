@@ -1,4 +1,4 @@
-"""File helpers every package shares: atomic writes and SHA-256 checksums.
+"""File helpers every package shares: atomic writes, SHA-256 checksums, safetensors files.
 
 An atomic write builds the file under a hidden temporary name in the destination folder
 (so the final rename never crosses file systems), fsyncs it, renames it into place with
@@ -100,6 +100,35 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 1) -> Path:
     """Write ``obj`` as JSON (UTF-8, trailing newline) atomically; returns the path."""
     return write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode())
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None,
+                      *, atomic: bool = True) -> Path:
+    """Write ``{name: tensor}`` as a safetensors file, atomically unless ``atomic`` is False
+    (a file inside a folder that is itself published atomically). Tensors are copied to the
+    CPU and made contiguous; shared storage (tied weights) is cloned, since safetensors
+    refuses it. The file is readable by everyone (0644 before the umask), like the JSON
+    beside it. Returns the path."""
+    import torch
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().to("cpu", copy=True).contiguous() if isinstance(v, torch.Tensor) else v
+            for k, v in tensors.items()}
+    path = Path(path)
+    if not atomic:
+        save_file(flat, str(path), metadata=metadata)
+        _public(path)
+        return path
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=metadata)
+        _public(tmp)
+    return path
+
+
+def _public(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o644 & ~umask)
 
 
 def update_sha256(h: "hashlib._Hash", path: str | os.PathLike) -> None:
