@@ -21,7 +21,7 @@ EPILOG = """examples:
   torchrun --nproc_per_node 2 -m vidgen train toygan --config configs/toygan-tiny.yaml --data synthetic
 
 --set takes dotted keys of the config (see --dry-run for all of them); values are YAML,
-e.g. --set engine.batch=16 --set model.ema.sigma_rels=[0.05,0.1].
+e.g. --set engine.batch=16 --set ema.sigma_rels=[0.05,0.1].
 """
 
 
