@@ -24,7 +24,7 @@ EPILOG = """examples:
   vidgen train lvg-lowres --init runs/imported-lres --data data/mine --set engine.steps=5000
 
 --set takes dotted keys of the config (see --dry-run for all of them); values are YAML,
-e.g. --set engine.batch=16 --set model.ema.sigma_rels=[0.05,0.1].
+e.g. --set engine.batch=16 --set ema.sigma_rels=[0.05,0.1].
 """
 
 
