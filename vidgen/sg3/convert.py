@@ -183,3 +183,102 @@ def discriminator_state(source: dict[str, torch.Tensor], cfg: SG3ModelConfig, wh
 def build_discriminator_like(cfg: SG3ModelConfig, device: str = "meta"):
     with torch.device(device):
         return build_discriminator(cfg)
+
+
+# --- the importer of `vidgen import` -----------------------------------------------------------
+
+ADA_OPS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast", "lumaflip",
+           "hue", "saturation")
+ADA_OTHER_OPS = ("imgfilter", "noise", "cutout")
+
+
+def _is_sg3_generator(obj: Any) -> bool:
+    from vidgen import safe_pickle
+
+    if not safe_pickle.is_record(obj) or obj.class_name != "Generator" or "img_resolution" not in obj.init_kwargs:
+        return False
+    return "synthesis.input.freqs" in safe_pickle.state_dict(obj)
+
+
+def _augment_settings(pipe: Any, notes: list[str]) -> tuple[dict[str, Any], float]:
+    """(augment section, p) of a reference AugmentPipe record."""
+    from vidgen import safe_pickle
+
+    mult = {k: float(_scalar(pipe.attr(k, 0.0))) for k in ADA_OPS + ADA_OTHER_OPS}
+    on = {k for k, v in mult.items() if v}
+    blits, geometry = {"xflip", "rotate90", "xint"}, {"scale", "rotate", "aniso", "xfrac"}
+    pipeline = "b" if on <= blits else "bg" if on <= blits | geometry else "bgc"
+    if on - set(ADA_OPS) or any(v not in (0.0, 1.0) for v in mult.values()) or \
+            on != {k for k in ADA_OPS[:{"b": 3, "bg": 7, "bgc": 12}[pipeline]]}:
+        notes.append(f"augment_pipe: ops {sorted(on)} with multipliers {mult} are approximated by vidgen's "
+                     f"ADA pipeline {pipeline!r}")
+    p = float(safe_pickle.state_dict(pipe).get("p", torch.zeros([])).item())
+    return {"kind": "ada", "pipeline": pipeline, "p": p}, p
+
+
+class SG3Importer:
+    """StyleGAN3 snapshots (``network-snapshot-<kimg>.pkl``: G, D, G_ema, augment_pipe,
+    training_set_kwargs), as NVlabs/stylegan3 writes and publishes them."""
+
+    allow_stubs: tuple[str, ...] = ()
+
+    def detect(self, tree: Any) -> bool:
+        if isinstance(tree, dict):
+            return any(_is_sg3_generator(tree.get(k)) for k in ("G_ema", "G"))
+        return _is_sg3_generator(tree)
+
+    def convert(self, tree: Any, source) -> Any:
+        from vidgen import safe_pickle
+        from vidgen.train.published import ImportedRun, Problems
+
+        nets = dict(tree) if isinstance(tree, dict) else {"G_ema": tree}
+        problems, notes, report = Problems(source), [], []
+        errs: list[str] = []
+        g_rec = nets.get("G_ema") or nets["G"]
+        model = g_config(g_rec.init_kwargs, errs, notes)
+        if safe_pickle.is_record(nets.get("D")):
+            if nets["D"].class_name != "Discriminator":
+                errs.append(f"D: unknown class {nets['D'].class_name}")
+            model.update(d_config(nets["D"].init_kwargs, errs, notes))
+        for e in errs:
+            problems.add(e)
+        problems.raise_if_any()
+        cfg = SG3ModelConfig(**model)
+        converted: dict[str, dict[str, torch.Tensor]] = {}
+        for key in ("G_ema", "G", "D"):
+            rec = nets.get(key)
+            if not safe_pickle.is_record(rec):
+                continue
+            fn = discriminator_state if key == "D" else generator_state
+            sm = fn(safe_pickle.state_dict(rec), cfg, key)
+            for p in sm.finish():
+                problems.add(p)
+            converted[key] = sm.out
+            report.append(sm.summary())
+        problems.raise_if_any()
+        config: dict[str, Any] = {"model": model}
+        recipe_state: dict[str, Any] = {}
+        if safe_pickle.is_record(nets.get("augment_pipe")):
+            augment, p = _augment_settings(nets["augment_pipe"], notes)
+            config["augment"] = augment
+            recipe_state["ada"] = {"p": p, "sign_sum": 0.0, "count": 0}
+            report.append(f"augment_pipe: ADA probability p = {p:.4g}")
+        data = nets.get("training_set_kwargs")
+        if isinstance(data, dict):
+            config["data"] = {"labels": "folders" if cfg.c_dim else "none", "mirror": bool(data.get("xflip", False))}
+            report.append(f"training data: {data.get('path', '?')} ({data.get('resolution', '?')} px, "
+                          f"labels {bool(data.get('use_labels'))}, x-flips {bool(data.get('xflip'))})")
+        if cfg.arch == "R":
+            report.append("config R: the discriminator's blur fade-in is off (loss.blur_sigma 0), as when "
+                          "StyleGAN3 resumes from a snapshot")
+        m = re.search(r"snapshot-(\d+)", str(source))
+        nimg = int(m.group(1)) * 1000 if m else 0
+        left = sorted(k for k in nets if k not in ("G_ema", "G", "D", "augment_pipe", "training_set_kwargs"))
+        if left:
+            report.append(f"left out: {', '.join(left)} (not part of an sg3 run)")
+        return ImportedRun(family="sg3", config=config, networks=converted, recipe_state=recipe_state, step=0,
+                           nimg=nimg, resolution=f"{cfg.resolution}x{cfg.resolution}",
+                           report=report + notes)
+
+
+IMPORTER = SG3Importer()
