@@ -112,3 +112,51 @@ def test_full_size_layouts_import_every_key(ref):
         assert set(sm.out) == set(want) and all(tuple(sm.out[k].shape) == tuple(want[k].shape) for k in want)
         assert sum(p.numel() for p in net.parameters()) == entry["num_params"]
     assert g_entry["num_params"] == 27_169_940 and d_entry["num_params"] == 23_997_825
+
+
+def test_imported_runs_reproduce_the_reference(ref, io, tmp_path):
+    """`vidgen import` of both super-res pickles: run folders whose networks give the recorded
+    outputs; the train pickle's run resumes (G, D, optimiser settings, ADA state)."""
+    from vidgen.config import config_from_dict
+    from vidgen.lvg.recipe_superres import SuperResConfig
+    from vidgen.train.checkpoint import load_network, read_checkpoint
+    from vidgen.train.published import load_and_convert, write_run
+
+    build_g = lambda c: SuperResGenerator(config_from_dict(SuperResConfig, c).model)  # noqa: E731
+    build_d = lambda c: SuperResDiscriminator(config_from_dict(SuperResConfig, c).model)  # noqa: E731
+    lowres, K = io["lres_video"], 4
+    written = write_run(load_and_convert(ref / "sres_G_ema.pkl"), tmp_path / "g", ref / "sres_G_ema.pkl")
+    assert not written.resumable and written.parameters == {"G_ema": 221_257}
+    G = load_network(read_checkpoint(tmp_path / "g"), "G_ema", build_g).eval()
+    with torch.no_grad():
+        assert rel_err(G(lowres, io["sres_latent_z"]), io["sres_video"]) <= TOL
+    run = load_and_convert(ref / "sres_train.pkl")
+    assert run.family == "lvg-superres" and set(run.optimizers) == {"G", "D"}
+    written = write_run(run, tmp_path / "t", ref / "sres_train.pkl")
+    assert written.resumable
+    c = read_checkpoint(tmp_path / "t")
+    cfg = config_from_dict(SuperResConfig, c.config)
+    assert cfg.loss.lr_g == pytest.approx(0.003) and cfg.loss.lr_d == pytest.approx(0.003)  # 16/17 undone
+    assert (cfg.loss.input_p, cfg.loss.input_strength) == (0.5, pytest.approx(8.0))
+    D = load_network(c, "D", build_d).eval()
+    with torch.no_grad():
+        logits = D(D.upsample_lowres(lowres[:, :, K:K + 4]), io["sres_video"][:, :, :4])
+    assert rel_err(logits, io["sres_D_logits"]) <= TOL
+
+
+def test_each_reference_pickle_has_exactly_one_importer(shared_data):
+    from vidgen import safe_pickle
+    from vidgen.families import load_families
+    from vidgen.train.published import importers
+
+    load_families()
+    found = importers()
+    stubs = tuple(s for imp in found.values() for s in getattr(imp, "allow_stubs", ()))
+    expect = {"lvg/sres_G_ema.pkl": "lvg-superres", "lvg/sres_train.pkl": "lvg-superres",
+              "stylegan3/stylegan3-t-snapshot.pkl": "sg3", "stylegan3/stylegan3-r-snapshot.pkl": "sg3"}
+    for rel, family in expect.items():
+        tree = safe_pickle.load(shared_data / "reference" / rel, allow_stubs=stubs)
+        assert [n for n, imp in found.items() if imp.detect(tree)] == [family], rel
+    for rel in ("lvg/lres_G_ema.pkl", "lvg/lres_train.pkl"):  # low-res: not ours
+        tree = safe_pickle.load(shared_data / "reference" / rel, allow_stubs=stubs)
+        assert not found["sg3"].detect(tree) and not found["lvg-superres"].detect(tree)

@@ -7,4 +7,5 @@ from vidgen.registry import Family, register
 register(Family(name="lvg-lowres", recipe="vidgen.lvg.recipe:LowResRecipe", kind="video",
                 summary="long-video GAN, low-res generator on long clips"))
 register(Family(name="lvg-superres", recipe="vidgen.lvg.recipe:SuperResRecipe", kind="video",
+                importer="vidgen.lvg.convert_superres:IMPORTER",
                 summary="long-video GAN, super-res generator on short clips"))

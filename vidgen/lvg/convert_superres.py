@@ -149,3 +149,119 @@ def discriminator_state(source: dict[str, torch.Tensor], cfg: SuperResModelConfi
 def build_networks(cfg: SuperResModelConfig, device: str = "meta"):
     with torch.device(device):
         return SuperResGenerator(cfg), SuperResDiscriminator(cfg)
+
+
+# --- the importer of `vidgen import` -----------------------------------------------------------
+
+TRAIN_STUBS = ("torch_utils.training_stats.Collector", "re._compile")  # the ADA sign collector of a train pickle
+
+
+def _is_superres_g(obj: Any) -> bool:
+    from vidgen import safe_pickle
+
+    return safe_pickle.is_record(obj) and obj.class_name == "VideoGenerator" and \
+        safe_pickle.is_record((obj.attr("_modules") or {}).get("SG3"))
+
+
+def _optimizer_state(opt: Any, record: Any, sm: StateMap, net: str, problems: list[str]) -> dict[str, Any]:
+    """A reference Adam state dict (moments by parameter index, in the module's parameter
+    order) -> vidgen's form (moments by ``"net.param"`` name)."""
+    from vidgen import safe_pickle
+
+    names = list(safe_pickle.parameters(record))
+    state = {}
+    for idx, st in dict(opt.get("state") or {}).items():
+        i = int(idx)
+        if not 0 <= i < len(names) or names[i] not in sm.moved:
+            problems.append(f"{net}_opt: state of parameter {idx} has no vidgen parameter")
+            continue
+        state[f"{net}.{sm.moved[names[i]]}"] = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                                                     else v) for k, v in dict(st).items()}
+    return {"state": state}
+
+
+class SuperResImporter:
+    """``ckpt-<step>-G-ema.pkl`` (the EMA generator) and ``ckpt-<step>-train.pkl`` (G, D,
+    optimisers, ADA pipes) of the long-video GAN's super-res phase (train_sres.py)."""
+
+    allow_stubs: tuple[str, ...] = TRAIN_STUBS
+
+    def detect(self, tree: Any) -> bool:
+        if isinstance(tree, dict):
+            return _is_superres_g(tree.get("G"))
+        return _is_superres_g(tree)
+
+    def convert(self, tree: Any, source) -> Any:
+        from vidgen import safe_pickle
+        from vidgen.train.published import ImportedRun, Problems
+
+        parts = dict(tree) if isinstance(tree, dict) else {"G_ema": tree}
+        problems, notes, report, errs = Problems(source), [], [], []
+        g_rec = parts.get("G_ema") or parts["G"]
+        sg3 = g_rec.attr("_modules")["SG3"]
+        model = generator_config(g_rec.init_kwargs, sg3.init_kwargs, errs, notes)
+        if safe_pickle.is_record(parts.get("D")):
+            if parts["D"].class_name != "VideoDiscriminator":
+                errs.append(f"D: unknown class {parts['D'].class_name}")
+            model.update(discriminator_config(parts["D"].init_kwargs, errs, notes))
+        for e in errs:
+            problems.add(e)
+        problems.raise_if_any()
+        cfg = SuperResModelConfig(**{**model, "lowres": tuple(model["lowres"]), "highres": tuple(model["highres"])})
+        networks, maps = {}, {}
+        for key in ("G_ema", "G", "D"):
+            rec = parts.get(key)
+            if not safe_pickle.is_record(rec):
+                continue
+            fn = discriminator_state if key == "D" else generator_state
+            sm = fn(safe_pickle.state_dict(rec), cfg, key)
+            for p in sm.finish():
+                problems.add(p)
+            networks[key], maps[key] = sm.out, sm
+            report.append(sm.summary())
+        problems.raise_if_any()
+        config: dict[str, Any] = {"model": model}
+        loss: dict[str, Any] = {}
+        optimizers, opt_problems = {}, []
+        for net, key in (("G", "G_opt"), ("D", "D_opt")):
+            opt = parts.get(key)
+            if isinstance(opt, dict) and net in maps:
+                optimizers[net] = _optimizer_state(opt, parts[net], maps[net], net, opt_problems)
+                groups = opt.get("param_groups") or [{}]
+                lr = groups[0].get("lr")
+                if lr is not None:  # the reference stores D's lr with the lazy-R1 factor 16/17 applied
+                    loss[f"lr_{net.lower()}"] = float(lr) * (17 / 16 if net == "D" else 1.0)
+                report.append(f"{key}: Adam moments of {len(optimizers[net]['state'])} parameters, lr {lr}")
+        for p in opt_problems:
+            problems.add(p)
+        problems.raise_if_any()
+        recipe_state: dict[str, Any] = {}
+        pipe = parts.get("augment")
+        if safe_pickle.is_record(pipe):
+            p = float(safe_pickle.state_dict(pipe).get("p", torch.zeros([])).item())
+            recipe_state["ada"] = {"p": p, "sign_sum": 0.0, "count": 0}
+            report.append(f"augment: ADA probability p = {p:.4g}")
+        pipe = parts.get("in_augment")
+        if safe_pickle.is_record(pipe):
+            loss["input_p"] = float(safe_pickle.state_dict(pipe).get("p", torch.tensor(0.5)).item())
+            std = _scalar(pipe.init_kwargs.get("scale_std", 0.08))
+            loss["input_strength"] = float(std) / 0.01
+            report.append(f"in_augment: low-res input corruption p = {loss['input_p']:.3g}, "
+                          f"strength {loss['input_strength']:.3g}")
+        if loss:
+            config["loss"] = loss
+        if "real_sign_collector" in parts:
+            report.append("left out: real_sign_collector (ADA's running sign statistics restart at 0)")
+        left = sorted(k for k in parts if k not in ("G_ema", "G", "D", "G_opt", "D_opt", "augment", "in_augment",
+                                                     "real_sign_collector"))
+        if left:
+            report.append(f"left out: {', '.join(left)} (not part of an lvg-superres run)")
+        m = re.search(r"ckpt-(\d+)", str(source))
+        step = int(m.group(1)) if m else 0
+        return ImportedRun(family="lvg-superres", config=config, networks=networks, optimizers=optimizers,
+                           recipe_state=recipe_state, step=step, nimg=step * 32,
+                           resolution=f"{cfg.lowres[0]}x{cfg.lowres[1]} -> {cfg.highres[0]}x{cfg.highres[1]}",
+                           report=report + notes)
+
+
+IMPORTER = SuperResImporter()

@@ -43,6 +43,10 @@ class SG3Sampler:
         self.G, self.psi, self.class_index, self.batch = G, psi, class_index, batch
         self.frame_size = (cfg.resolution, cfg.resolution)
         self.device = G.mapping.w_avg.device
+        # how the images were drawn, for reports
+        self.info = {"psi": psi, "z": "numpy RandomState(seed).randn(z_dim)",
+                     "class": ("none" if cfg.c_dim == 0 else class_index if class_index is not None
+                               else f"seed mod {cfg.c_dim}")}
 
     def labels(self, seeds: list[int]) -> torch.Tensor | None:
         if self.G.cfg.c_dim == 0:

@@ -19,6 +19,7 @@ class StateMap:
     def __init__(self, source: dict[str, torch.Tensor], where: str):
         self.source, self.where = dict(source), where
         self.out: dict[str, torch.Tensor] = {}
+        self.moved: dict[str, str] = {}  # source key -> vidgen key
         self.used: set[str] = set()
         self.problems: list[str] = []
         self.constants = 0
@@ -40,6 +41,7 @@ class StateMap:
         t = self._get(src)
         if t is not None:
             self.out[dst] = t.detach().to(torch.float32) if t.is_floating_point() else t.detach()
+            self.moved[src] = dst
 
     def move_prefix(self, src: str, dst: str, names: tuple[str, ...]) -> None:
         """``src + name`` -> ``dst + name`` for each of ``names`` present in the source."""
