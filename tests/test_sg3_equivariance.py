@@ -90,3 +90,19 @@ def test_protocol_names_and_report_entries():
     report = evaluate_equivariance(protos, lambda s, t: bandlimited(s, t), seed=0, batch=2)
     assert set(report) == {"eqt4_int", "eqt4_frac", "eqr4"}
     assert report["eqr4"]["unit"] == "dB" and report["eqr4"]["protocol"]["num_images"] == 4
+
+
+def test_config_r_is_rotation_equivariant_and_config_t_is_not():
+    """On the sg3 sampler's render interface: untrained generators already show their
+    architecture's equivariances (config R: 1x1 convs and radial filters)."""
+    from vidgen.sg3.family import SG3Sampler
+    from vidgen.sg3.networks import Generator, SG3ModelConfig
+
+    values = {}
+    for arch, base, cmax in (("T", 512, 32), ("R", 1024, 64)):
+        torch.manual_seed(0)
+        cfg = SG3ModelConfig(arch=arch, resolution=16, z_dim=32, w_dim=32, channel_base=base, channel_max=cmax,
+                             num_layers=6, num_critical=2, margin=4)
+        values[arch] = equivariance_psnr(SG3Sampler(Generator(cfg).eval()).render, num=16, batch=16, seed=0)
+    assert values["R"]["eqr"] > values["T"]["eqr"] + 15, values
+    assert min(values["T"]["eqt_int"], values["T"]["eqt_frac"]) > 35, values

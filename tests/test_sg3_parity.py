@@ -122,3 +122,20 @@ def test_unknown_constructor_arguments_are_listed():
     problems = []
     d_config({"architecture": "skip", "epilogue_kwargs": {"bar": 2}}, problems, notes)
     assert any("architecture='skip'" in p for p in problems) and any("bar" in p for p in problems)
+
+
+def test_importer_refuses_what_it_cannot_map(ref):
+    from vidgen import safe_pickle
+    from vidgen.sg3.convert import IMPORTER
+    from vidgen.train.published import UnsupportedCheckpoint
+
+    tree = safe_pickle.load(ref / "stylegan3-t-snapshot.pkl")
+    assert IMPORTER.detect(tree) and not IMPORTER.detect({"G": tree["D"]})
+    tree["G_ema"].init_kwargs["use_fancy_filters"] = True
+    tree["D"].init_kwargs["architecture"] = "skip"
+    with pytest.raises(UnsupportedCheckpoint, match="use_fancy_filters.*architecture='skip'"):
+        IMPORTER.convert(tree, ref / "stylegan3-t-snapshot.pkl")
+    tree = safe_pickle.load(ref / "stylegan3-t-snapshot.pkl")
+    tree["G"].state["_modules"]["synthesis"].state["_modules"]["L3_36_64"].state["_buffers"]["extra"] = torch.zeros(2)
+    with pytest.raises(UnsupportedCheckpoint, match="G: 1 tensors vidgen does not know: synthesis.L3_36_64.extra"):
+        IMPORTER.convert(tree, ref / "stylegan3-t-snapshot.pkl")
