@@ -161,3 +161,21 @@ def test_fine_tuning_starts_from_an_imported_snapshot(runs, tmp_path):
     before, after = load_network(runs / "t", "G", build), load_network(c, "G", build)
     delta = max((a - b).abs().max().item() for a, b in zip(after.parameters(), before.parameters()))
     assert 0 < delta < 0.5  # the trained G is one small step away from the imported G
+
+
+def test_eval_equivariance_metrics(runs, tmp_path):
+    """`vidgen eval --fake RUN --metrics eqt..._int,eqt..._frac,eqr...`: no real data needed;
+    the values are in the report with their protocol, and repeat for the same seed."""
+    import json
+
+    args = ("eval", "--fake", runs / "r", "--metrics", "eqt4_int,eqt4_frac,eqr4", "--quiet")
+    vidgen(*args, "--out", tmp_path / "a")
+    vidgen(*args, "--out", tmp_path / "b")
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert set(report["metrics"]) == {"eqt4_int", "eqt4_frac", "eqr4"}
+    for e in report["metrics"].values():
+        assert 5 < e["value"] < 200 and e["unit"] == "dB" and e["protocol"]["num_images"] == 4
+    again = json.loads((tmp_path / "b" / "report.json").read_text())["metrics"]
+    assert {k: e["value"] for k, e in report["metrics"].items()} == {k: e["value"] for k, e in again.items()}
+    proc = vidgen("eval", "--fake", runs / "r", "--metrics", "eqr4,fid50k_full", "--out", tmp_path / "c", check=False)
+    assert proc.returncode == 2 and "--real is needed for fid50k_full" in proc.stderr

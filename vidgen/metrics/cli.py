@@ -23,6 +23,9 @@ examples:
       --detector-dir /models/vidgen --no-cache
   vidgen eval ... --detector i3d=/models/i3d_torchscript.pt
 
+  # equivariance of a StyleGAN3 run (EQ-T integer / sub-pixel, EQ-R, in dB; no real data)
+  vidgen eval --fake runs/00002-sg3-t-afhq-512x512-b32 --metrics eqt50k_int,eqt50k_frac,eqr50k --out eval/eq
+
 Detector files (verified by SHA-256) are looked up in --detector / --detector-dir, then in
 $VIDGEN_CACHE/detectors (default ~/.cache/vidgen/detectors); see docs/METRICS.md.
 `--detector NAME=random:DIM` swaps in a small random network to check the plumbing only:
@@ -50,6 +53,7 @@ def _detector_overrides(items: list[str]) -> tuple[dict, dict]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from vidgen.metrics.equivariance import equivariance_protocol, open_transformable, report_entries
     from vidgen.metrics.evaluate import EvalOptions, benchmark_metrics, evaluate, parse_metrics
     from vidgen.metrics.inputs import load_fake, load_real
     from vidgen.metrics.report import write_report
@@ -71,10 +75,24 @@ def run_eval(args: argparse.Namespace) -> int:
                        use_cache=not args.no_cache, device=args.device, detectors=built,
                        detector_paths=paths, detector_dir=args.detector_dir,
                        progress=not args.quiet)
+    eq = [p for p in map(equivariance_protocol, metrics) if p is not None]  # EQ-T / EQ-R: no real data
+    opts.metrics = metrics = [m for m in metrics if equivariance_protocol(m) is None]
     parse_metrics(metrics, policy)  # fail on a bad name before reading any data
-    real = load_real(args.real, args.resolution)
-    fake = load_fake(args.fake)
-    report = evaluate(real, fake, opts)
+    if metrics:
+        if not args.real:
+            raise VidgenError(f"--real is needed for {', '.join(metrics)}")
+        report = evaluate(load_real(args.real, args.resolution), load_fake(args.fake), opts)
+    else:
+        report = {"real": {"path": None, "manifest_sha256": "-", "videos": 0, "resolution": None, "prepared": False},
+                  "runs": args.runs, "seed": args.seed, "metrics": {}, "detectors": {}}
+    if eq:
+        from vidgen.families import load_families
+
+        load_families()  # the checkpoint names its family, whose package registers the sampler
+        render, fake_info = open_transformable(args.fake, args.device)
+        report.setdefault("fake", fake_info)
+        report["metrics"].update(report_entries(eq, render, args.runs, args.seed, batch=args.frame_batch,
+                                                progress=not args.quiet))
     if bench is not None:
         report["benchmark"] = bench.summary()
     files = write_report(report, args.out)
@@ -90,9 +108,9 @@ def register(subparsers) -> None:
         description="Evaluate generated videos against a real dataset under named protocols; "
                     "writes report.json, report.md and colour-change plots into --out.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--real", required=True,
+    p.add_argument("--real",
                    help="prepared dataset folder (manifest.json, from `vidgen data prepare`) or a "
-                        "folder of videos, frame folders or frame zips")
+                        "folder of videos, frame folders or frame zips (not needed for eqt/eqr)")
     p.add_argument("--resolution", metavar="HxW",
                    help="resolution of the real data to read: a prepared one (default: the largest "
                         "prepared), or for a raw folder a centre crop + resize (default: native)")
@@ -100,7 +118,8 @@ def register(subparsers) -> None:
                    help="checkpoint file, folder of rendered videos, or module:function generator")
     p.add_argument("--metrics", default="",
                    help="comma-separated: fvd2048_16f,fvd2048_128f,fvd2048_128f_subsample8f,"
-                        "fid50k_full,fd_dinov2,kid,pr,colour_change")
+                        "fid50k_full,fd_dinov2,kid,pr,colour_change; eqt50k_int,eqt50k_frac,eqr50k "
+                        "(equivariance in dB of a generator whose input can be moved: sg3)")
     p.add_argument("--out", required=True, help="output folder for report.json / report.md / plots")
     p.add_argument("--benchmark", metavar="NAME",
                    help="benchmark definition, datasets/NAME.yaml or a YAML path (default protocols, policy)")

@@ -251,4 +251,46 @@ def supports_transforms(sampler) -> bool:
 
 __all__ = ["EquivarianceProtocol", "equivariance_protocol", "equivariance_psnr", "evaluate_equivariance",
            "integer_translate", "fractional_translate", "rotate", "pseudo_rotate", "bandlimit_filter",
-           "supports_transforms"]
+           "supports_transforms", "open_transformable"]
+
+
+def open_transformable(spec: str, device: str = "cpu") -> tuple[Render, dict]:
+    """``render(seeds, transform)`` of the generator in a run folder or checkpoint (the
+    sampler its family registers), and a description of it for the report."""
+    from vidgen import registry
+    from vidgen.errors import VidgenError
+    from vidgen.train.checkpoint import read_checkpoint
+
+    c = read_checkpoint(spec)
+    family = registry.get(c.family)
+    sampler = registry.resolve(family.sampler, f"family {family.name!r}")(c, device) if family.sampler else None
+    if sampler is None or not supports_transforms(sampler):
+        raise VidgenError(f"{spec}: the equivariance metrics need a generator whose input can be moved "
+                          f"(sg3); a {c.family!r} generator cannot")
+    return sampler.render, {"kind": "checkpoint", "path": str(spec), "family": c.family, "checkpoint_step": c.step}
+
+
+def report_entries(protocols: list[EquivarianceProtocol], render: Render, runs: int = 1, seed: int = 0,
+                   seed_stride: int = 1_000_000, batch: int = 8, progress: bool = False) -> dict[str, dict]:
+    """Entries for `vidgen eval`'s report (the fields of vidgen.metrics.report.ENTRY_FIELDS):
+    run r draws the images of seeds ``seed + r * seed_stride`` onward and its transforms from
+    that same seed."""
+    entries: dict[str, dict] = {}
+    for r in range(runs):
+        s = seed + r * seed_stride
+        for name, res in evaluate_equivariance(protocols, render, s, batch, progress).items():
+            e = entries.setdefault(name, {"name": name, "values": [], "protocol": res["protocol"], "num_real": [],
+                                          "num_fake": [], "real_sampling": "none (no real data)",
+                                          "seeds": {"real": [], "fake": []}, "detector": None,
+                                          "real_stats_cached": [], "unit": "dB"})
+            e["values"].append(res["value"])
+            e["num_real"].append(0)
+            e["num_fake"].append(res["protocol"]["num_images"])
+            e["seeds"]["fake"].append(s)
+            e["real_stats_cached"].append(False)
+    for e in entries.values():
+        v = torch.tensor(e["values"], dtype=torch.float64)
+        e["value"] = float(v.mean())
+        e["std"] = float(v.std()) if len(v) > 1 else 0.0
+        e["runs"] = len(v)
+    return entries
