@@ -12,6 +12,8 @@ nonlinearity's new high frequencies are removed before resampling instead of ali
 - :func:`filtered_lrelu`: the filtered nonlinearity. Its autograd saves only the (small)
   input and recomputes the 2x-rate intermediates per channel chunk in the backward pass,
   so memory does not hold the upsampled tensors of every layer.
+- :func:`design_lowpass`: separable Kaiser-windowed sinc filters, and the radially symmetric
+  jinc filters of config R (2-D, used by :func:`upfirdn2d` as non-separable filters).
 - :func:`layer_specs`: the StyleGAN3 schedule (cutoffs rising geometrically, critically
   sampled last layers, margins) and :class:`SynthesisLayer`, :class:`FourierFeatures`.
 - :func:`eq_t_psnr`: the EQ-T equivariance metric (PSNR between the output of a translated

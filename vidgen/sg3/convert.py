@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from vidgen.nn.stylegan import BLUR
-from vidgen.sg3.networks import Generator, SG3ModelConfig, build_discriminator
+from vidgen.sg3.networks import Generator, SG3ModelConfig
 from vidgen.train.statemap import StateMap
 
 # reference constructor argument -> SG3ModelConfig field (None: checked or ignored below)
@@ -178,11 +178,6 @@ def discriminator_state(source: dict[str, torch.Tensor], cfg: SG3ModelConfig, wh
         if key.endswith("resample_filter"):
             sm.constant(key, blur2d, verify_constants)
     return sm
-
-
-def build_discriminator_like(cfg: SG3ModelConfig, device: str = "meta"):
-    with torch.device(device):
-        return build_discriminator(cfg)
 
 
 # --- the importer of `vidgen import` -----------------------------------------------------------
