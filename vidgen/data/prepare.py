@@ -11,6 +11,12 @@ the same source frame; METHODS.md section 10):
 Frames are centre-cropped to the target aspect ratio, then resized with an antialiased
 bicubic filter. The folder is built under a temporary name beside DIR and renamed when
 complete, so an interrupted run leaves nothing half-written and can simply be rerun.
+
+Nothing the command did not create is ever deleted: DIR may not be, contain or lie inside
+an input; ``overwrite`` replaces only a folder that is a vidgen dataset (its manifest, its
+shards and nothing else); a lock beside DIR (``.DIR.lock``, with the owner's PID) lets one
+run at a time write it, and the temporary folders of a run that died are recognised by the
+PID in their names (a parked old dataset is put back when the new one was never published).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
+import os
+import re
 import shutil
 import sys
 import zipfile
@@ -31,7 +39,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vidgen.fileio import atomic_dir, sha256_file, update_sha256, write_json
+from vidgen.fileio import atomic_dir, pid_alive, sha256_file, temp_owner, update_sha256, write_json
+from vidgen.lockfile import PathLock
+from vidgen.data.workers import die_with_parent
 from vidgen.data.sources import (IMAGE_EXTS, VIDEO_EXTS, FolderSource, FrameSource, SourceMeta,
                                  ZipSource, natural_key, open_source)
 from vidgen.data.timestamps import capture_times
@@ -39,6 +49,16 @@ from vidgen.errors import DataError
 
 MANIFEST = "manifest.json"
 FORMAT = "vidgen-dataset/1"
+_OWN_FILES = (MANIFEST, "report.json", "contact_sheet.png")  # what a dataset folder may hold
+_SHARD = re.compile(r"\d{6,}\.zip")
+
+
+class OutputError(DataError):
+    """Writing the dataset failed (full disk, read-only or forbidden folder): the run stops."""
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 @dataclass
@@ -186,22 +206,31 @@ def _prepare_clip(job: dict) -> dict:
             keep = select_frames(src.times(), len(src), job["fps"], job["trim"])
         if len(keep) < job["min_frames"]:
             raise DataError(f"{path}: {len(keep)} usable frames, fewer than --min-frames {job['min_frames']}")
-        writers = {}
+        writers, shard = {}, tmp
         try:
             for res in job["resolutions"]:
-                folder = tmp / res_name(res)
-                folder.mkdir(parents=True, exist_ok=True)
-                writers[res] = zipfile.ZipFile(folder / f"{cid}.zip", "w", zipfile.ZIP_STORED)
+                shard = tmp / res_name(res) / f"{cid}.zip"
+                shard.parent.mkdir(parents=True, exist_ok=True)
+                writers[res] = zipfile.ZipFile(shard, "w", zipfile.ZIP_STORED)
             for start in range(0, len(keep), 32):
                 chunk = src.get(keep[start:start + 32])
                 for j, frame in enumerate(chunk, start):
                     for res, zf in writers.items():
                         buf = io.BytesIO()
                         crop_resize(frame, res).save(buf, "JPEG", quality=job["quality"], subsampling=0)
+                        shard = Path(zf.filename)
                         zf.writestr(f"{j:06d}.jpg", buf.getvalue())
+            for zf in writers.values():
+                shard = Path(zf.filename)
+                zf.close()
+        except OSError as exc:
+            raise OutputError(f"{getattr(exc, 'filename', None) or shard}: {_os_reason(exc)}") from None
         finally:
             for zf in writers.values():
-                zf.close()
+                try:
+                    zf.close()
+                except OSError:
+                    pass
     fps = job["fps"] if (job["fps"] and times is None and meta.fps) else meta.fps
     return {"id": cid, "name": path.stem if path.is_file() else path.name, "source": str(path),
             "kind": meta.backend if meta.backend in ("folder", "zip") else "video",
@@ -216,10 +245,32 @@ def prepare(cfg: PrepareConfig, log=None) -> dict:
     with ``strict``, when anything was skipped (then nothing is written)."""
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     out = Path(cfg.out).resolve()
-    if out.exists() and not cfg.overwrite:
-        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by an interrupted run
-        shutil.rmtree(stale, ignore_errors=True)
+    check_target(out, cfg.inputs, cfg.overwrite)  # before anything is created
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock = PathLock(out, "vidgen data prepare", log).acquire()
+    except OSError as exc:
+        raise DataError(f"{exc.filename or out.parent}: cannot write there ({_os_reason(exc)}); "
+                        "choose a writable --out; nothing was written") from None
+    try:
+        _recover_interrupted(out, log)
+        check_target(out, cfg.inputs, cfg.overwrite)  # again, now that no one else writes it
+        existed = out.exists()
+        try:
+            return _prepare_locked(cfg, out, log)
+        except OSError as exc:
+            kept = (f"the old dataset {out} is kept unchanged" if existed and out.exists()
+                    else f"nothing was written to {out}")
+            raise DataError(f"{exc.filename or out}: {_os_reason(exc)}; {kept}") from None
+        except OutputError as exc:
+            kept = (f"the old dataset {out} is kept unchanged" if existed and out.exists()
+                    else f"nothing was written to {out}")
+            raise DataError(f"cannot write {exc}; {kept}") from None
+    finally:
+        lock.release()
+
+
+def _prepare_locked(cfg: PrepareConfig, out: Path, log) -> dict:
     sources, skipped = discover(cfg.inputs)
     for s in skipped:
         log(f"skip {s['path']}: {s['reason']}")
@@ -230,6 +281,8 @@ def prepare(cfg: PrepareConfig, log=None) -> dict:
                  "time_pattern": cfg.time_pattern} for k, p in enumerate(sources)]
         clips = []
         for job, result in _run_jobs(jobs, cfg.workers):
+            if isinstance(result, OutputError):
+                raise result
             if isinstance(result, DataError):
                 msg = str(result)
                 reason = msg[len(job["path"]) + 2:] if msg.startswith(job["path"] + ": ") else msg
@@ -274,7 +327,11 @@ def _run_jobs(jobs: list[dict], workers: int):
                 yield job, exc
             bar.update()
     else:
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        # workers die with this process (vidgen/data/workers.py); on an early exit the queued
+        # jobs are cancelled rather than waited for
+        pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                      initializer=die_with_parent, initargs=(os.getpid(),))
+        try:
             futures = [pool.submit(_prepare_clip, job) for job in jobs]
             for job, fut in zip(jobs, futures):
                 try:
@@ -282,7 +339,83 @@ def _run_jobs(jobs: list[dict], workers: int):
                 except DataError as exc:
                     yield job, exc
                 bar.update()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder == path or folder in path.parents
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_target(out: Path, inputs: list[str], overwrite: bool) -> None:
+    """Refuse an ``out`` that is, contains or lies inside an input, and an existing ``out``
+    that is not a vidgen dataset (``overwrite`` replaces datasets only); ``out`` resolved."""
+    for text in inputs:
+        real = Path(text).resolve()
+        if _inside(real, out) or _same(real, out):
+            raise DataError(f"--out {out} is or contains the input {text}; refusing to write over "
+                            "the inputs: choose an --out outside them")
+        if _inside(out, real):
+            raise DataError(f"--out {out} lies inside the input {text}; the dataset would be read "
+                            "as input next time: choose an --out outside the inputs")
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() and not any(out.iterdir()):
+        return  # an empty folder: nothing to lose
+    if not overwrite:
+        raise DataError(f"{out} already exists: choose another --out or pass --overwrite")
+    problem = foreign_content(out)
+    if problem:
+        raise DataError(f"--overwrite refused: {out} {problem}; --overwrite only replaces a dataset "
+                        "made by `vidgen data prepare`: move those files or choose another --out")
+
+
+def foreign_content(root: Path) -> str:
+    """'' when ``root`` holds a vidgen dataset and nothing else, else what is not ours."""
+    if not root.is_dir():
+        return "is not a folder"
+    try:
+        manifest = load_manifest(root)
+    except DataError:
+        return f"is not a vidgen dataset (no valid {MANIFEST})"
+    resolutions = set(manifest.get("resolutions") or [])
+    foreign = []
+    for entry in sorted(root.iterdir()):
+        if entry.name in resolutions and entry.is_dir() and not entry.is_symlink():
+            foreign += [f"{entry.name}/{f.name}" for f in sorted(entry.iterdir())
+                        if not (_SHARD.fullmatch(f.name) and f.is_file() and not f.is_symlink())]
+        elif not (entry.name in _OWN_FILES and entry.is_file() and not entry.is_symlink()):
+            foreign.append(entry.name)
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        return f"holds files that are not part of its dataset ({', '.join(foreign[:3])}{more})"
+    return ""
+
+
+def _recover_interrupted(out: Path, log) -> None:
+    """Clean up after runs into ``out`` that died (called with the lock held): their
+    temporary folders go; a parked old dataset (``.NAME.tmp-PID-HEX.old``) is put back when
+    no new one was published, else removed. Temporaries of a live process are left alone."""
+    for tmp in sorted(out.parent.glob(f".{out.name}.tmp-*")):
+        owner = temp_owner(tmp)
+        if owner is not None and owner != os.getpid() and pid_alive(owner):
+            continue
+        if tmp.name.endswith(".old") and tmp.is_dir() and not out.exists():
+            os.replace(tmp, out)
+            log(f"warning: {out} was put back from {tmp.name}, where an interrupted run had parked it")
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def load_manifest(root: str | Path) -> dict:
