@@ -295,7 +295,7 @@ def test_workers_die_with_their_parent(tmp_path, videos):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for k in range(8):
-        os.symlink(videos / f"drive_{k % 3:03d}.mp4", inputs / f"v{k}.mp4")
+        os.link(videos / f"drive_{k % 3:03d}.mp4", inputs / f"v{k}.mp4")
     res = [a for r in ("16x16", "24x32", "32x48", "36x48") for a in ("--resolution", r)]
     parent = subprocess.Popen(_prepare_cmd(inputs, "--out", tmp_path / "ds", "--workers", "2", *res),
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
