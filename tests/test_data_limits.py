@@ -134,6 +134,8 @@ def test_resolution_fps_and_count_bounds(tmp_path, drive, capsys):
 
 
 def test_symlinks_leaving_the_input_are_skipped_with_a_line(tmp_path, drive, capsys):
+    """`data prepare` copies what it reads into a dataset: a link out of the input (to a
+    private file, say) is skipped and named unless --follow-symlinks."""
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     Image.new("RGB", (8, 8), (200, 0, 0)).save(outside / "secret.png")
@@ -157,8 +159,16 @@ def test_symlinks_leaving_the_input_are_skipped_with_a_line(tmp_path, drive, cap
     m = load_manifest(tmp_path / "ds")
     assert sorted(c["name"] for c in m["clips"]) == ["a", "frames", "link_in"]
     assert next(c for c in m["clips"] if c["name"] == "frames")["num_frames"] == 3
-    # the same rule when a training dataset reads the raw folder
-    ds = ClipDataset(inp, clip_len=2, resolution=(8, 8))
+    # asked for, they are read (the loop still is not)
+    assert main(["data", "prepare", str(inp), "--out", str(tmp_path / "ds2"), "--resolution", "8x8",
+                 "--follow-symlinks"]) == 0
+    m = load_manifest(tmp_path / "ds2")
+    assert sorted(c["name"] for c in m["clips"]) == ["a", "frames", "link_in", "link_out"]
+    assert next(c for c in m["clips"] if c["name"] == "frames")["num_frames"] == 4
+    assert "symlink loop" in capsys.readouterr().err
+    # a training folder is the user's own: its links are followed unless told otherwise
+    assert len(ClipDataset(inp, clip_len=2, resolution=(8, 8))) == 4
+    ds = ClipDataset(inp, clip_len=2, resolution=(8, 8), follow_symlinks=False)
     assert len(ds) == 3 and any("f3.png" in s["path"] for s in ds.sources.skipped)
 
 

@@ -107,7 +107,7 @@ class Registrar:
 
 def _refine(cross: np.ndarray, y0: float, x0: float) -> tuple[float, float, float]:
     """Peak of the inverse DFT of ``cross`` on a 1.5-pixel grid around (y0, x0), step
-    1/UPSAMPLE (Guizar-Sicairos et al. 2008, eq. 12, as two matrix products)."""
+    1/UPSAMPLE (Guizar-Sicairos et al. 2008: the DFT on a small grid as two matrix products)."""
     h, w = cross.shape
     n = int(np.ceil(1.5 * UPSAMPLE))
     offsets = (np.arange(n) - n // 2) / UPSAMPLE

@@ -27,6 +27,8 @@ reference frame (translation, sub-pixel), records each shift in manifest.json an
 every frame to the area all of them cover.
 --out is never one of the inputs or inside them; --overwrite replaces only a dataset made by
 this command. Two runs cannot write one --out at a time (a lock file .NAME.lock beside it).
+Symlinks that lead outside an input folder are skipped with a line (--follow-symlinks reads
+them). Frames over 150 megapixels (VIDGEN_MAX_PIXELS) are refused from their headers.
 With --benchmark the clip count, fps and resolutions are checked against the definition
 (recorded in manifest.json); a mismatch exits non-zero (with --strict nothing is written).
 Bad inputs are skipped with one line each and listed in DIR/report.json; the exit status is
@@ -86,6 +88,8 @@ def register(subparsers) -> None:
     p.add_argument("--interval", metavar="DT", help="time-lapse video: time between frames, e.g. 60s, 15m, 1h")
     p.add_argument("--align", action="store_true",
                    help="register every frame to a reference frame and crop to the common area")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="read symlinks that lead outside the input folders (default: skip them with a line)")
     p.set_defaults(func=cmd_prepare)
 
     q = sub.add_parser("inspect", help="summary and contact sheet of a dataset or source",
@@ -135,7 +139,8 @@ def cmd_prepare(args) -> int:
                         backend=args.backend, quality=args.quality, time_pattern=args.time_pattern,
                         overwrite=args.overwrite,
                         benchmark=str(bench.path.resolve()) if bench is not None else None,
-                        start=args.start, interval=args.interval, align=args.align)
+                        start=args.start, interval=args.interval, align=args.align,
+                        follow_symlinks=args.follow_symlinks)
     report = prepare(cfg)
     print(f"{args.out}: {report['clips']} clips, {report['frames']} frames, "
           f"{len(report['skipped'])} skipped (see report.json)")

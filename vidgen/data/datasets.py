@@ -57,9 +57,12 @@ class _SourceSet:
     read in byte-bounded chunks and crop-resized with vidgen/data/resize.py, exactly as
     `vidgen data prepare` does, so both give the same pixels up to JPEG error. With
     ``align`` (raw sources), each clip is registered once (vidgen/data/align.py) and read
-    as the common valid rectangle of its frames."""
+    as the common valid rectangle of its frames. A training folder is the user's own: its
+    symlinks are followed (a folder of links is a common way to pick clips from an archive)
+    unless ``follow_symlinks`` is False; symlink loops never are."""
 
-    def __init__(self, root, resolutions: list[Resolution] | None, backend: str, align: bool = False):
+    def __init__(self, root, resolutions: list[Resolution] | None, backend: str, align: bool = False,
+                 follow_symlinks: bool = True):
         self.root, self.backend = Path(root), backend
         self.skipped: list[dict] = []
         self.alignments: dict[int, Alignment] = {}
@@ -81,7 +84,9 @@ class _SourceSet:
         else:
             self.manifest = None
             roots: list[Path] = []
-            paths, self.skipped = discover([str(self.root)], roots)
+            paths, self.skipped = discover([str(self.root)], roots, follow_symlinks)
+            if follow_symlinks:
+                roots = [None] * len(paths)
             self.clips, self.roots, self.lengths, self.names = [], [], [], []
             for p, top in zip(paths, roots):
                 try:
@@ -153,12 +158,12 @@ class ClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root, clip_len: int, stride: int = 1, resolution=None,
-                 random_start: bool = True, backend: str = "auto"):
+                 random_start: bool = True, backend: str = "auto", follow_symlinks: bool = True):
         assert clip_len >= 1 and stride >= 1
         self.clip_len, self.stride, self.random_start = clip_len, stride, random_start
         res = _as_resolutions(resolution)
         self.multi = res is not None and len(res) > 1
-        self.sources = _SourceSet(root, res, backend)
+        self.sources = _SourceSet(root, res, backend, follow_symlinks=follow_symlinks)
         self.span = (clip_len - 1) * stride + 1
         self.clip_ids = [k for k, n in enumerate(self.sources.lengths) if n >= self.span]
         for k, n in enumerate(self.sources.lengths):
@@ -200,14 +205,15 @@ class TimedFrameDataset(torch.utils.data.Dataset):
     crops them to their common valid rectangle (vidgen/data/align.py)."""
 
     def __init__(self, root, resolution=None, time_pattern: str | None = None, backend: str = "auto",
-                 start: str | None = None, interval: str | float | None = None, align: bool = False):
+                 start: str | None = None, interval: str | float | None = None, align: bool = False,
+                 follow_symlinks: bool = True):
         res = _as_resolutions(resolution)
         if res is not None and len(res) != 1:
             raise DataError("TimedFrameDataset takes one resolution")
         step = parse_interval(interval) if interval not in (None, "") else None
         if start and step is None:
             raise DataError("--start needs --interval (the time between frames of the video, e.g. 60s)")
-        self.sources = _SourceSet(root, res, backend, align)
+        self.sources = _SourceSet(root, res, backend, align, follow_symlinks)
         self.skipped = self.sources.skipped
         items = []  # (time, clip number, frame index)
         for k, clip in enumerate(self.sources.clips):

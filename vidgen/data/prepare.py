@@ -31,6 +31,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
@@ -58,14 +59,15 @@ class PrepareConfig:
     min_frames: int = 1
     workers: int = 1
     strict: bool = False
-    backend: str = "auto"
+    backend: Literal["auto", "decord", "pyav"] = "auto"
     quality: int = 95
     time_pattern: str | None = None
     overwrite: bool = False
     benchmark: str | None = None  # definition (name or YAML path) the result must match
     start: str | None = None      # a time-lapse video: capture time of its first frame (ISO 8601)
-    interval: float | None = None  # a time-lapse video: seconds between frames
+    interval: str | float | None = None  # a time-lapse video: time between frames ("60s"; seconds)
     align: bool = False           # register every frame to a reference and crop to the common area
+    follow_symlinks: bool = False  # read symlinks that lead outside the inputs (default: skip them)
 
     def __post_init__(self):
         self.resolutions = [parse_resolution(res_name(r)) for r in self.resolutions]  # bounds checked
@@ -96,14 +98,16 @@ def parse_trim(text: str) -> tuple[float, float | None]:
         raise DataError(f"--trim '{text}' is not START:END in seconds, e.g. 1.5:-2") from None
 
 
-def discover(inputs: list[str], roots: list[Path] | None = None) -> tuple[list[Path], list[dict]]:
+def discover(inputs: list[str], roots: list[Path] | None = None,
+             follow_symlinks: bool = False) -> tuple[list[Path], list[dict]]:
     """Input paths -> clip sources (videos, zips, frame folders) and ignored entries. Inside
-    a folder, a symlink that leads outside that input is not followed (listed as ignored);
-    ``roots``, when given, receives the input each clip came from."""
+    a folder, a symlink that leads outside that input is not followed (listed as ignored)
+    unless ``follow_symlinks``; a symlink loop is never followed. ``roots``, when given,
+    receives the input each clip came from."""
     clips, ignored = [], []
 
     def visit(p: Path, top: Path, seen: set[Path]):
-        if p != top:
+        if p != top and not follow_symlinks:
             outside = escapes(p, top)
             if outside:
                 ignored.append({"path": str(p), "reason": outside})
@@ -175,7 +179,7 @@ def prepare(cfg: PrepareConfig, log=None) -> dict:
 
 def _prepare_locked(cfg: PrepareConfig, out: Path, log) -> dict:
     roots: list[Path] = []
-    sources, skipped = discover(cfg.inputs, roots)
+    sources, skipped = discover(cfg.inputs, roots, cfg.follow_symlinks)
     for s in skipped:
         log(f"skip {s['path']}: {s['reason']}")
     if cfg.start is not None:
@@ -184,7 +188,7 @@ def _prepare_locked(cfg: PrepareConfig, out: Path, log) -> dict:
             raise DataError(f"--start gives the first capture time of one video; the inputs hold {len(videos)} "
                             "videos: prepare them one at a time (or drop --start to use each video's creation time)")
     with atomic_dir(out) as tmp:  # a temporary folder beside ``out``, renamed into place when complete
-        jobs = [{"path": str(p), "root": str(r), "tmp": str(tmp), "id": f"{k:06d}", "backend": cfg.backend,
+        jobs = [{"path": str(p), "root": None if cfg.follow_symlinks else str(r), "tmp": str(tmp), "id": f"{k:06d}", "backend": cfg.backend,
                  "fps": cfg.fps, "trim": cfg.trim, "min_frames": cfg.min_frames,
                  "resolutions": cfg.resolutions, "quality": cfg.quality, "time_pattern": cfg.time_pattern,
                  "start": cfg.start, "interval": cfg.interval, "align": cfg.align}

@@ -98,9 +98,9 @@ class _ImageSequence(FrameSource):
 
 
 class FolderSource(_ImageSequence):
-    """The image files of one folder, in natural name order. A symlink that leads outside
-    ``root`` (default: the folder itself) is not followed: it is left out and listed in
-    ``skipped`` with the reason."""
+    """The image files of one folder, in natural name order. With ``root`` (the input folder
+    the user gave), a symlink that leads outside it is not followed: it is left out and
+    listed in ``skipped`` with the reason."""
 
     def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None):
         self.path = Path(path)
@@ -109,7 +109,7 @@ class FolderSource(_ImageSequence):
         for p in self.path.iterdir():
             if p.suffix.lower() not in IMAGE_EXTS:
                 continue
-            outside = escapes(p, Path(root) if root is not None else self.path)
+            outside = escapes(p, Path(root)) if root is not None else ""
             if outside:
                 self.skipped.append({"path": str(p), "reason": outside})
             elif p.is_file():
@@ -324,7 +324,7 @@ def open_source(path: str | os.PathLike, backend: str = "auto",
 
     ``backend`` applies to video files: "auto" (verified decord, else PyAV), "decord", "pyav".
     ``root``: the input folder a frame folder came from; frames that are symlinks leading
-    outside it are left out (``skipped``). Raises DataError naming the file and the reason
+    outside it are left out (``skipped``); None follows every symlink. Raises DataError naming the file and the reason
     for anything unreadable.
     """
     if backend not in ("auto", "decord", "pyav"):
