@@ -134,6 +134,11 @@ def test_timed_frames_align_for_training(tmp_path, chamonix):
     assert frame.shape == (3, int(y1 - y0), int(x1 - x0))  # the common valid rectangle, native scale
     h, w = frames[0].shape[:2]
     assert TimedFrameDataset(tmp_path / "shaky")[3][0].shape == (3, h - 2 * MARGIN, w - 2 * MARGIN)
+    # `timelapse train --align` (data.align) letterboxes the aligned frames
+    from timelapse.frames import TimelapseFrames
+
+    tl = TimelapseFrames(tmp_path / "shaky", 64, align=True)
+    assert tl.frame_size == (int(y1 - y0), int(x1 - x0)) and len(tl) == 8
 
 
 def test_settle_distrusts_weak_or_huge_estimates():
