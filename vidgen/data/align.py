@@ -1,4 +1,5 @@
-"""Frame registration for time-lapses: the translation of every frame against a reference.
+"""Frame registration for time-lapses (docs/METHODS.md section 12): the translation of every
+frame against a reference.
 
 Webcams shake and drift; a frame shifted by a few pixels moves every edge of the scene, which
 a time-conditioned generator would have to learn as "weather". Each frame is registered to a

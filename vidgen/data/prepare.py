@@ -1,7 +1,7 @@
 """Sources -> an on-disk dataset: ``manifest.json`` + one folder per resolution of zip shards.
 
 Layout (every resolution lists the same clips, frame j of clip k at every resolution shows
-the same source frame; METHODS.md section 10):
+the same source frame; docs/METHODS.md section 12):
 
     DIR/manifest.json          clips, frame counts, fps, source checksums, capture times
     DIR/report.json            skipped inputs / frames with the reason for each

@@ -1,5 +1,6 @@
-"""The one crop-and-resize of vidgen: every frame that changes size (prepared shards, raw
-datasets, metric inputs, aligned time-lapses) goes through :func:`crop_resize`.
+"""The one crop-and-resize of vidgen (docs/METHODS.md section 12): every frame that changes
+size (prepared shards, raw datasets, metric inputs, aligned time-lapses) goes through
+:func:`crop_resize`.
 
 The source region is a box with fractional corners (by default the centred box of the target
 aspect ratio), resampled with PIL's bicubic filter, whose support widens with the reduction

@@ -259,7 +259,8 @@ def parse_start(text: str) -> datetime:
 
 
 def video_times(start: str | None, interval: float, indices, path: str, creation_time: str | None) -> list[datetime]:
-    """Capture times of a time-lapse delivered as one video: frame i at start + i * interval.
+    """Capture times of a time-lapse delivered as one video: frame i at start + i * interval
+    (docs/METHODS.md section 12).
     Without ``start`` the container's creation time is taken as the first frame's."""
     if start:
         t0 = parse_start(start)
