@@ -206,3 +206,15 @@ def test_inspect_writes_to_the_current_folder_or_out(tmp_path, drive, capsys, mo
     assert main(["data", "inspect", str(drive), "--out", str(ro / "s.png")]) == 2
     assert "Read-only file system" in _one_error_line(capsys.readouterr().err)
     assert not list(ro.iterdir())
+
+
+def test_large_images_are_copied_out_of_pil_in_bands():
+    from vidgen.data.images import to_array, to_rgb
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 255, (301, 97, 3), dtype=np.uint8)
+    im = Image.fromarray(a)
+    for block in (97, 1000, 97 * 301, 1 << 24):  # one row, several rows, all at once
+        assert np.array_equal(to_array(im, block), a)
+    assert np.array_equal(to_array(im.convert("L"), 500), np.asarray(im.convert("L")))
+    assert np.array_equal(to_rgb(im), a)

@@ -181,4 +181,5 @@ def register(frames_in_chunks, reference: np.ndarray, reference_index: int) -> A
             dx, dy, c = reg.shift(frame)
             shifts.append((dx, dy))
             conf.append(c)
+        chunk = frame = None  # released before the next chunk is read
     return settle(np.array(shifts), np.array(conf), reg.size, reference_index)

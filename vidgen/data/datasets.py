@@ -139,6 +139,7 @@ class _SourceSet:
             for i, frame in zip(part, src.get(part)):
                 for o, r, box in zip(out, sizes, boxes):
                     o.append(crop_resize(frame, r, al.box(int(i), box) if al else box))
+            frame = None  # a view of the chunk: released before the next one is read
         return [_tensor(o) for o in out]
 
     def __getstate__(self):  # open handles stay behind when pickled for a worker

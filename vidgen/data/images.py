@@ -51,8 +51,10 @@ def open_image(fp, name: str) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
-    """PIL image in any mode -> uint8 [H, W, 3]; EXIF orientation applied, alpha over black."""
-    image = ImageOps.exif_transpose(image)
+    """PIL image in any mode -> uint8 [H, W, 3]; EXIF orientation applied, alpha over black.
+    An RGB image without an orientation tag is not copied on the way (large frames)."""
+    if image.getexif().get(0x0112, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(image, dtype=np.float64)
         a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -61,7 +63,23 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         a = np.asarray(image.convert("RGBA"), dtype=np.uint16)
         rgb = (a[..., :3] * a[..., 3:] + 127) // 255
         return rgb.astype(np.uint8)
-    return np.asarray(image.convert("RGB"))
+    return to_array(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def to_array(image: Image.Image, block: int = 1 << 24) -> np.ndarray:
+    """PIL image -> numpy array. ``np.asarray`` goes through ``tobytes``, which holds the
+    pixels twice more beside PIL's own copy; a large image is copied in bands of rows
+    (``block`` pixels each) into one preallocated array instead."""
+    w, h = image.size
+    if w * h <= block:
+        return np.asarray(image)
+    rows = max(1, block // w)
+    first = np.asarray(image.crop((0, 0, w, min(h, rows))))
+    out = np.empty((h,) + first.shape[1:], first.dtype)
+    out[:len(first)] = first
+    for y in range(len(first), h, rows):
+        out[y:y + rows] = np.asarray(image.crop((0, y, w, min(h, y + rows))))
+    return out
 
 
 def decode_image(fp, name: str) -> np.ndarray:
@@ -79,8 +97,11 @@ def header_size(fp, name: str) -> tuple[int, int]:
     """(width, height) after EXIF orientation, reading only the header."""
     with open_image(fp, name) as im:
         w, h = im.size
+        # JPEG and WEBP carry EXIF before the pixels; a PNG's may follow them, and asking for
+        # it would decode the whole image, so only an eXIf chunk already read counts
+        readable = im.format in ("JPEG", "WEBP") or (im.format == "PNG" and "exif" in im.info)
         try:
-            orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "WEBP", "PNG") else 1
+            orientation = im.getexif().get(0x0112, 1) if readable else 1
         except _PIL_ERRORS:
             orientation = 1
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

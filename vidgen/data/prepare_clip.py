@@ -182,6 +182,7 @@ def _write_shards(src: FrameSource, keep: np.ndarray, job: dict, tmp: Path, cid:
                     shard = Path(zf.filename)
                     zf.writestr(f"{j:06d}.jpg", buf.getvalue())
                 j += 1
+            chunk = frame = None  # before the next chunk is read: one chunk in memory at a time
         for zf in writers.values():
             shard = Path(zf.filename)
             zf.close()

@@ -53,7 +53,11 @@ class FrameSource:
         frames = self._read([int(i) for i in uniq])  # sorted, unique
         if not frames:
             return np.zeros((0, self.meta.height, self.meta.width, 3), np.uint8)
-        return np.stack(frames)[inverse]
+        if len(frames) == 1 and len(idx) == 1:
+            return frames[0][None]  # a view: a large frame is not copied again
+        out = np.stack(frames)
+        del frames
+        return out if np.array_equal(idx, uniq) else out[inverse]
 
     def times(self) -> np.ndarray | None:
         """Presentation time of every frame in seconds from the first (None: no timing)."""

@@ -110,6 +110,8 @@ def read_exif_time(path: str | Path) -> datetime:
     """EXIF DateTimeOriginal (else DateTime), with OffsetTimeOriginal when present, as UTC."""
     try:
         with open_image(path, str(path)) as im:  # the header only, size checked
+            if im.format not in ("JPEG", "WEBP", "TIFF") and "exif" not in im.info:
+                raise ValueError("no EXIF before the pixels (PNG and others: name the file by its time)")
             exif = im.getexif()
             sub = exif.get_ifd(0x8769)
     except (DataError, OSError, SyntaxError) as exc:
