@@ -70,7 +70,7 @@ def run_eval(args: argparse.Namespace) -> int:
                        clip_batch=args.clip_batch, frame_batch=args.frame_batch,
                        use_cache=not args.no_cache, device=args.device, detectors=built,
                        detector_paths=paths, detector_dir=args.detector_dir,
-                       progress=not args.quiet)
+                       progress=not args.quiet, covariance=args.covariance)
     parse_metrics(metrics, policy)  # fail on a bad name before reading any data
     real = load_real(args.real, args.resolution)
     fake = load_fake(args.fake)
@@ -112,6 +112,10 @@ def register(subparsers) -> None:
     p.add_argument("--detector-dir", help="folder holding the detector weight files")
     p.add_argument("--detector", action="append", metavar="NAME=PATH",
                    help="weight file of one detector (inception, i3d, dinov2, clip); repeatable")
+    p.add_argument("--covariance", choices=("ml", "unbiased"), default="ml",
+                   help="covariance of the Frechet distances: ml = 1/n (StyleGAN3, StyleGAN-V and "
+                        "long-video-GAN metric code, default), unbiased = 1/(n-1) (TTUR, pytorch-fid, "
+                        "torch-fidelity, EDM, EDM2)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--clip-batch", type=int, default=8, help="clips per detector call")
     p.add_argument("--frame-batch", type=int, default=64, help="frames per detector call")

@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -42,6 +42,13 @@ class EvalOptions:
     detector_paths: dict[str, str] = field(default_factory=dict)   # NAME -> weight file
     detector_dir: str | None = None
     progress: bool = True
+    # Covariance of the Frechet distances: "ml" (1 / n: the StyleGAN2-ADA, StyleGAN3,
+    # StyleGAN-V and long-video-GAN metric code) or "unbiased" (1 / (n - 1): TTUR, pytorch-fid,
+    # torch-fidelity, EDM, EDM2). The difference is a factor 1 + 1 / n on the covariances.
+    covariance: Literal["ml", "unbiased"] = "ml"
+
+
+STATS_FORMAT = 2  # part of every cache key: statistics written by older code are not reused
 
 
 def parse_metrics(names: list[str], real_policy: str = "per_video") -> list:
@@ -82,7 +89,8 @@ class _Evaluator:
 
     def real_stats(self, key: dict, compute: Callable[[], FeatureStats]) -> tuple[FeatureStats, bool]:
         """Load real statistics from the cache, or compute (and store) them."""
-        key = {"manifest": self.real.manifest_sha256, "resolution": self.real.resolution, **key}
+        key = {"manifest": self.real.manifest_sha256, "resolution": self.real.resolution,
+               "format": STATS_FORMAT, **key}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
         path = self.stats_dir / f"{digest[:32]}.safetensors"
         if self.opts.use_cache and path.is_file():
@@ -94,9 +102,11 @@ class _Evaluator:
         return stats, False
 
 
-def _entry(name: str, proto, det: Detector | None, policy: str | None) -> dict:
-    return {"name": name, "values": [], "protocol": proto.describe() if hasattr(proto, "describe")
-            else dict(vars(proto)), "num_real": [], "num_fake": [], "real_sampling": policy,
+def _entry(name: str, proto, det: Detector | None, policy: str | None, covariance: str | None = None) -> dict:
+    described = proto.describe() if hasattr(proto, "describe") else dict(vars(proto))
+    if covariance is not None:
+        described["covariance"] = covariance
+    return {"name": name, "values": [], "protocol": described, "num_real": [], "num_fake": [], "real_sampling": policy,
             "seeds": {"real": [], "fake": []}, "real_stats_cached": [],
             "detector": None if det is None else {"name": det.name, "sha256": det.sha256}}
 
@@ -114,6 +124,9 @@ def evaluate(real: RealVideos, fake: FakeVideos, opts: EvalOptions) -> dict:
     """Run every metric of `opts.metrics` `opts.runs` times; returns the report dict."""
     if opts.runs < 1:
         raise VidgenError(f"--runs must be >= 1, got {opts.runs}")
+    if opts.covariance not in ("ml", "unbiased"):
+        raise VidgenError(f"covariance {opts.covariance!r}: use 'ml' or 'unbiased'")
+    unbiased = opts.covariance == "unbiased"
     protos = parse_metrics(opts.metrics, opts.real_policy)
     ev = _Evaluator(real, fake, opts)
     entries: dict[str, dict] = {}
@@ -129,8 +142,8 @@ def evaluate(real: RealVideos, fake: FakeVideos, opts: EvalOptions) -> dict:
                     {"protocol": proto.describe(), "detector": det.sha256, "seed": seed},
                     lambda: video.real_clip_stats(proto, real, det, seed, opts.clip_batch, 0, opts.progress))
                 f = video.fake_clip_stats(proto, fake, det, fake_seed, opts.clip_batch, 0, opts.progress)
-                e = entries.setdefault(proto.name, _entry(proto.name, proto, det, proto.real_policy))
-                _log(e, frechet_from_stats(r, f), r.meta, f.meta, seed, cached)
+                e = entries.setdefault(proto.name, _entry(proto.name, proto, det, proto.real_policy, opts.covariance))
+                _log(e, frechet_from_stats(r, f, unbiased=unbiased), r.meta, f.meta, seed, cached)
             elif isinstance(proto, image.FrameProtocol):
                 det = ev.detector(proto.detector)
                 key = proto.pass_key()
@@ -147,8 +160,8 @@ def evaluate(real: RealVideos, fake: FakeVideos, opts: EvalOptions) -> dict:
                     frame_passes[key] = (r, f, cached)
                 r, f, cached = frame_passes[key]
                 if proto.kind in ("fid", "fd_dinov2"):
-                    e = entries.setdefault(proto.name, _entry(proto.name, proto, det, "all frames"))
-                    _log(e, frechet_from_stats(r, f), r.meta, f.meta, seed, cached)
+                    e = entries.setdefault(proto.name, _entry(proto.name, proto, det, "all frames", opts.covariance))
+                    _log(e, frechet_from_stats(r, f, unbiased=unbiased), r.meta, f.meta, seed, cached)
                 elif proto.kind == "kid":
                     k = kernel_inception_distance(r.features(), f.features(), proto.kid_subsets,
                                                   proto.kid_subset_size, seed)
@@ -183,7 +196,7 @@ def evaluate(real: RealVideos, fake: FakeVideos, opts: EvalOptions) -> dict:
         "real": {"path": real.path, "manifest_sha256": real.manifest_sha256, "videos": len(real.videos),
                  "resolution": real.resolution, "prepared": real.prepared},
         "fake": {"kind": fake.kind, "path": fake.path, "checkpoint_step": fake.checkpoint_step},
-        "runs": opts.runs, "seed": opts.seed, "real_policy": opts.real_policy,
+        "runs": opts.runs, "seed": opts.seed, "real_policy": opts.real_policy, "covariance": opts.covariance,
         "detectors": {n: {"name": d.name, "sha256": d.sha256} for n, d in ev.detectors.items()},
         "metrics": entries,
     }
