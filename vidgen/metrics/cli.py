@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from vidgen.errors import VidgenError
 
@@ -23,8 +24,17 @@ examples:
       --detector-dir /models/vidgen --no-cache
   vidgen eval ... --detector i3d=/models/i3d_torchscript.pt
 
+  # any family's checkpoint: its sampler gives video frames or images (read from state.json)
+  vidgen eval --real frames/ --fake runs/00002-timelapse-cam-256x256-b32 --metrics fid10k_full --out eval/t
+
+  # the ImageNet-classes study: class-matched FID and heatmaps of where FID looks
+  vidgen eval --real data/mtb --fake runs/00003-lvg --metrics fid50k_full,fid_class_matched \
+      --fid-heatmaps 16 --out eval/classes
+
 Detector files (verified by SHA-256) are looked up in --detector / --detector-dir, then in
 $VIDGEN_CACHE/detectors (default ~/.cache/vidgen/detectors); see docs/METRICS.md.
+FD-DINOv2 and CLIP-FD are added beside every FID when their files are present (report notes
+say when they are not).
 `--detector NAME=random:DIM` swaps in a small random network to check the plumbing only:
 its numbers are not comparable to anything.
 """
@@ -70,16 +80,27 @@ def run_eval(args: argparse.Namespace) -> int:
                        clip_batch=args.clip_batch, frame_batch=args.frame_batch,
                        use_cache=not args.no_cache, device=args.device, detectors=built,
                        detector_paths=paths, detector_dir=args.detector_dir,
-                       progress=not args.quiet, covariance=args.covariance)
+                       progress=not args.quiet, covariance=args.covariance,
+                       fid_heatmaps=args.fid_heatmaps, companions=not args.no_companions)
     parse_metrics(metrics, policy)  # fail on a bad name before reading any data
+    if args.fid_heatmaps < 0:
+        raise VidgenError(f"--fid-heatmaps {args.fid_heatmaps}: give a number of images >= 0")
     real = load_real(args.real, args.resolution)
-    fake = load_fake(args.fake)
+    from vidgen.families import load_families
+
+    load_families()  # checkpoints name their family; each family package registers its sampler
+    fake = load_fake(args.fake, args.device)
     report = evaluate(real, fake, opts)
     if bench is not None:
         report["benchmark"] = bench.summary()
     files = write_report(report, args.out)
     for e in report["metrics"].values():
         print(f"{e['name']:28s} {e['value']:.4f} +- {e['std']:.4f}  ({e['runs']} run(s))")
+        if "verdict" in e:
+            before = sum(e["fid_before"]) / len(e["fid_before"])
+            print(f"{'':28s} FID {before:.4f} before class matching: {e['verdict']}")
+    for note in report.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     print(json.dumps({"report": files["json"], "table": files["md"]}))
     return 0
 
@@ -97,10 +118,17 @@ def register(subparsers) -> None:
                    help="resolution of the real data to read: a prepared one (default: the largest "
                         "prepared), or for a raw folder a centre crop + resize (default: native)")
     p.add_argument("--fake", required=True,
-                   help="checkpoint file, folder of rendered videos, or module:function generator")
+                   help="a run folder or checkpoint of any family (its sampler: video frames or images), "
+                        "a folder of rendered videos, a folder of images, or module:function generator")
     p.add_argument("--metrics", default="",
                    help="comma-separated: fvd2048_16f,fvd2048_128f,fvd2048_128f_subsample8f,"
-                        "fid50k_full,fd_dinov2,kid,pr,colour_change")
+                        "fid50k_full,fd_dinov2,clip_fd,kid,pr,fid_class_matched,colour_change")
+    p.add_argument("--fid-heatmaps", type=int, default=0, metavar="N",
+                   help="save Grad-CAM heatmaps of FID for the N generated frames that move it most "
+                        "(fid_heatmaps.png, linked from report.md)")
+    p.add_argument("--no-companions", action="store_true",
+                   help="do not add FD-DINOv2 / CLIP-FD beside FID (by default they are computed "
+                        "whenever their detector files are present, and noted as skipped otherwise)")
     p.add_argument("--out", required=True, help="output folder for report.json / report.md / plots")
     p.add_argument("--benchmark", metavar="NAME",
                    help="benchmark definition, datasets/NAME.yaml or a YAML path (default protocols, policy)")

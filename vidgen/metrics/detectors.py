@@ -82,8 +82,10 @@ def resolve_weights(name: str, path: str | Path | None = None,
     default_dir = cache_dir() / "detectors"
     candidates = [Path(path).expanduser()] if path else \
         [Path(d).expanduser() / spec.filename for d in (detector_dir, default_dir) if d is not None]
-    where = f"put it at {candidates[0]}" + ("" if path else f" (or {default_dir / spec.filename}, "
-                                            "or pass --detector-dir / --detector NAME=PATH)")
+    default_file = default_dir / spec.filename
+    others = [f"or {default_file}"] if candidates[0] != default_file else []
+    where = f"put it at {candidates[0]}" + ("" if path else
+                                            f" ({', '.join(others + ['or pass --detector-dir / --detector NAME=PATH'])})")
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise VidgenError(
@@ -265,29 +267,55 @@ def _openai_clip(file: Path) -> nn.Module:
 class RandomDetector(Detector):
     """Small fixed random network (seeded): for tests and benchmarks of the metric plumbing.
 
-    Average-pools pixels to a 8x8 (x T) grid and applies a fixed random linear map + tanh.
+    Clips: average-pools pixels to a 2 x 8 x 8 grid and applies a fixed random linear map +
+    tanh. Images: a classifier-shaped stand-in for Inception: pixels are pooled to 2g x 2g,
+    each cell of the g x g grid (its 2 x 2 pooled pixels, 12 values) goes through a fixed
+    random map + tanh to `feature_dim` channels (the spatial activations); the features are
+    their spatial mean and `num_classes` logits a random linear map of the features.
     Its `sha256` is the digest of its weights, so caches keyed on it stay honest.
     """
 
     def __init__(self, feature_dim: int = 64, temporal: bool = False, seed: int = 0,
-                 grid: int = 8, hidden: int = 0):
+                 grid: int = 8, hidden: int = 0, num_classes: int = 10):
         super().__init__()
         self.name, self.feature_dim, self.temporal, self.grid = \
             f"random{feature_dim}{'t' if temporal else ''}", feature_dim, temporal, grid
         g = torch.Generator().manual_seed(seed)
-        fan_in = 3 * grid * grid * (2 if temporal else 1)
+        fan_in = 3 * grid * grid * 2 if temporal else 12
         hidden = hidden or feature_dim
         self.register_buffer("w1", torch.randn(fan_in, hidden, generator=g) / fan_in ** 0.5)
         self.register_buffer("w2", torch.randn(hidden, feature_dim, generator=g) / hidden ** 0.5)
-        self.sha256 = hashlib.sha256(self.w1.numpy().tobytes() + self.w2.numpy().tobytes()).hexdigest()
+        parts = [self.w1, self.w2]
+        if not temporal:
+            self.num_classes = num_classes
+            self.register_buffer("pos", 0.5 * torch.randn(grid * grid, hidden, generator=g))
+            self.register_buffer("w_cls", torch.randn(feature_dim, max(num_classes, 1), generator=g))
+            parts += [self.pos, self.w_cls]
+            # the classifier is centred on a mid-grey image, so that colours and textures
+            # (not the features' common offset) decide the top-1 class
+            grey = torch.full((1, 3, 2 * grid, 2 * grid), 128, dtype=torch.uint8)
+            self.register_buffer("centre", self.spatial(grey).mean(dim=(2, 3))[0])
+        self.sha256 = hashlib.sha256(b"".join(t.numpy().tobytes() for t in parts)).hexdigest()
+
+    def spatial(self, x):                                      # [B, 3, H, W] -> [B, D, g, g]
+        g = self.grid
+        x = torch.nn.functional.adaptive_avg_pool2d(x.float() / 127.5 - 1, (2 * g, 2 * g))
+        cells = rearrange(x, "b c (h i) (w j) -> b (h w) (c i j)", i=2, j=2)        # [B, g*g, 12]
+        act = torch.tanh(cells @ self.w1 + self.pos) @ self.w2                     # [B, g*g, D]
+        return rearrange(act, "b (h w) d -> b d h w", h=g)
+
+    def class_logits(self, features):
+        return (features - self.centre) @ self.w_cls
+
+    @property
+    def has_spatial(self) -> bool:
+        return not self.temporal
 
     def features(self, x):
-        x = x.float() / 127.5 - 1
         if self.temporal:                                      # [B, 3, T, H, W]
-            x = torch.nn.functional.adaptive_avg_pool3d(x, (2, self.grid, self.grid))
-        else:                                                  # [B, 3, H, W]
-            x = torch.nn.functional.adaptive_avg_pool2d(x, (self.grid, self.grid))
-        return torch.tanh(rearrange(x, "b ... -> b (...)") @ self.w1) @ self.w2
+            x = torch.nn.functional.adaptive_avg_pool3d(x.float() / 127.5 - 1, (2, self.grid, self.grid))
+            return torch.tanh(rearrange(x, "b ... -> b (...)") @ self.w1) @ self.w2
+        return self.spatial(x).mean(dim=(2, 3))
 
 
 def _load_state(path: Path) -> dict:
