@@ -3,5 +3,6 @@ post-hoc EMA, noise-range experts and the 2-D autoguidance toy (docs/DIFFUSION.m
 
 from vidgen.registry import Family, register
 
-register(Family(name="diffusion", recipe="vidgen.diffusion.recipe:DiffusionRecipe", kind="image",
+register(Family(name="diffusion", recipe="vidgen.diffusion.recipe:DiffusionRecipe",
+                sampler="vidgen.diffusion.family:open_sampler", kind="image",
                 summary="EDM/EDM2 image diffusion"))
