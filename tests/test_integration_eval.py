@@ -220,3 +220,17 @@ def test_eval_refuses_a_family_without_sampler_in_one_line(tmp_path, monkeypatch
     assert _eval_family(real, run, tmp_path / "e", "fid8_full") == 2
     err = capsys.readouterr().err
     assert "has no sampler" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_fake_set_overrides_the_sampler_settings(diffusion_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VIDGEN_CACHE", str(tmp_path / "cache"))
+    images, run = diffusion_run
+    assert _eval_family(images, run, tmp_path / "e", "fid8_full", "--fake-set", "sample.steps=2",
+                        "--fake-set", "sample.guidance=1.0") == 0
+    s = json.loads((tmp_path / "e" / "report.json").read_text())["fake"]["sampler"]
+    assert s["sampler"]["steps"] == 2 and s["guidance"] is None
+    assert s["overrides"] == ["sample.steps=2", "sample.guidance=1.0"]
+    capsys.readouterr()
+    assert _eval_family(images, run, tmp_path / "f", "fid8_full", "--fake-set", "sample.stepz=2") == 2
+    err = capsys.readouterr().err
+    assert "sample.stepz" in err and "Traceback" not in err

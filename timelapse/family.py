@@ -19,7 +19,8 @@ import torch
 
 from vidgen.render.writer import to_uint8_frames
 from timelapse.model import Generator
-from timelapse.rerender import load_generator, seed_noise, seed_z
+from timelapse.rerender import seed_noise, seed_z
+from timelapse.time import TimeAxis
 
 CAPTURE_KEY = "recipe/capture_seconds"  # train.safetensors key of the recipe's capture times
 
@@ -79,11 +80,24 @@ class TimelapseSampler:
         return to_uint8_frames(img[..., y0:y1, x0:x1].clamp(-1, 1), layout="TCHW")
 
 
+def build_generator(ckpt, device: str | torch.device = "cpu") -> Generator:
+    """G_ema (else G) of a verified timelapse checkpoint, with its stored time axis, eval mode."""
+    from vidgen.config import config_from_dict
+    from vidgen.train.checkpoint import load_state
+    from timelapse.recipe import TimelapseConfig
+
+    cfg = config_from_dict(TimelapseConfig, ckpt.config)
+    name = "G_ema" if "G_ema" in ckpt.network_names else "G"
+    state = ckpt.network_state(name)
+    axis = TimeAxis(float(state["time.axis_start"]), int(state["time.axis_days"]), cfg.time.lin_scale)
+    G = Generator(cfg.model, axis, tuple(int(v) for v in state["out_rect"].tolist()))
+    return load_state(G, ckpt, name).eval().requires_grad_(False).to(device)
+
+
 def open_sampler(ckpt, device: str | torch.device = "cpu") -> TimelapseSampler:
     """`vidgen.registry` sampler factory: (verified checkpoint, device) -> TimelapseSampler."""
-    G, info = load_generator(ckpt.path, device)
     seconds, source = capture_seconds(ckpt)
     if seconds is None:
         warnings.warn(f"{ckpt.path}: no capture times; equal-time FID needs them, t is drawn uniformly instead",
                       stacklevel=2)
-    return TimelapseSampler(G, seconds, source, info["step"])
+    return TimelapseSampler(build_generator(ckpt, device), seconds, source, ckpt.step)

@@ -27,6 +27,11 @@ examples:
   # any family's checkpoint: its sampler gives video frames or images (read from state.json)
   vidgen eval --real frames/ --fake runs/00002-timelapse-cam-256x256-b32 --metrics fid10k_full --out eval/t
 
+  # a diffusion run sampled with other settings than its config's (EDM's ImageNet-64 sampler)
+  vidgen eval --real data/imagenet64 --fake runs/edm-imagenet64 --metrics fid50k_full --covariance unbiased \
+      --fake-set sample.steps=256 --fake-set sample.churn=40 --fake-set sample.s_tmin=0.05 \
+      --fake-set sample.s_tmax=50 --fake-set sample.s_noise=1.003 --device cuda --out eval/edm-in64
+
   # the ImageNet-classes study: class-matched FID and heatmaps of where FID looks
   vidgen eval --real data/mtb --fake runs/00003-lvg --metrics fid50k_full,fid_class_matched \
       --fid-heatmaps 16 --out eval/classes
@@ -89,7 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from vidgen.families import load_families
 
     load_families()  # checkpoints name their family; each family package registers its sampler
-    fake = load_fake(args.fake, args.device)
+    fake = load_fake(args.fake, args.device, args.fake_set or [])
     report = evaluate(real, fake, opts)
     if bench is not None:
         report["benchmark"] = bench.summary()
@@ -120,6 +125,9 @@ def register(subparsers) -> None:
     p.add_argument("--fake", required=True,
                    help="a run folder or checkpoint of any family (its sampler: video frames or images), "
                         "a folder of rendered videos, a folder of images, or module:function generator")
+    p.add_argument("--fake-set", action="append", metavar="KEY=VALUE",
+                   help="override a setting of the --fake checkpoint's config before sampling, e.g. "
+                        "sample.steps=18 (diffusion); repeatable; recorded in the report")
     p.add_argument("--metrics", default="",
                    help="comma-separated: fvd2048_16f,fvd2048_128f,fvd2048_128f_subsample8f,"
                         "fid50k_full,fd_dinov2,clip_fd,kid,pr,fid_class_matched,colour_change")

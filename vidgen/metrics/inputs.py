@@ -220,15 +220,32 @@ def _is_checkpoint(p: Path) -> bool:
     return (p / "state.json").is_file() or (p / "checkpoints").is_dir()
 
 
-def load_sampler(path: str | Path, device: str = "cpu") -> FakeVideos:
+def _with_overrides(ckpt, family_name: str, overrides: Sequence[str]):
+    """The checkpoint with `key=value` overrides applied to its config (checked against the
+    family's config class), e.g. the sampler settings `sample.steps=18`."""
+    import dataclasses
+
+    from vidgen import registry
+    from vidgen.config import config_from_dict, config_to_dict, load_config
+
+    cls = registry.recipe_class(family_name).config_class
+    cfg = load_config(cls, None, overrides, base=config_from_dict(cls, ckpt.config))
+    return dataclasses.replace(ckpt, state={**ckpt.state, "config": config_to_dict(cfg)})
+
+
+def load_sampler(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> FakeVideos:
     """Generated samples of a checkpoint (a run folder, a checkpoint folder or a file in one):
     the family named in its state.json is looked up in `vidgen.registry` and its sampler
-    built. The family's package must have been imported (the command line imports them all)."""
+    built, after `overrides` ("key=value", e.g. "sample.steps=18") are applied to the
+    checkpoint's config. The family's package must have been imported (the command line
+    imports them all)."""
     from vidgen import registry
     from vidgen.train.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path)
     family = registry.get(ckpt.family)
+    if overrides:
+        ckpt = _with_overrides(ckpt, family.name, overrides)
     if not family.sampler:
         raise VidgenError(f"{ckpt.path}: the {family.name!r} family has no sampler for `vidgen eval` yet; "
                           "render its samples into a folder and pass that folder to --fake")
@@ -237,18 +254,21 @@ def load_sampler(path: str | Path, device: str = "cpu") -> FakeVideos:
         raise VidgenError(f"family {family.name!r}: its sampler {family.sampler} does not give "
                           "generate(seed, n), kind 'video' | 'image' and frame_size")
     info = {"family": family.name, "checkpoint": str(ckpt.path), "frame_size": list(sampler.frame_size),
-            **dict(getattr(sampler, "info", {}) or {})}
+            **({"overrides": list(overrides)} if overrides else {}), **dict(getattr(sampler, "info", {}) or {})}
     return FakeVideos("checkpoint", str(path), generate=sampler.generate, checkpoint_step=ckpt.step,
                       content=sampler.kind, info=info)
 
 
-def load_fake(spec: str, device: str = "cpu") -> FakeVideos:
+def load_fake(spec: str, device: str = "cpu", overrides: Sequence[str] = ()) -> FakeVideos:
     """`spec`: a checkpoint (run folder, checkpoint folder or a file in one; see
-    `load_sampler`), a folder of rendered videos, a folder of images, or
-    `package.module:function` naming a callable `generate(seed, num_frames) -> uint8 [T, H, W, 3]`."""
+    `load_sampler`, which takes the config `overrides`), a folder of rendered videos, a folder
+    of images, or `package.module:function` naming a callable
+    `generate(seed, num_frames) -> uint8 [T, H, W, 3]`."""
     p = Path(spec).expanduser()
     if p.exists() and _is_checkpoint(p):
-        return load_sampler(p, device)
+        return load_sampler(p, device, overrides)
+    if overrides:
+        raise VidgenError(f"--fake-set applies to checkpoints; {spec} is not one")
     if p.is_dir():
         if _image_folder(p):
             from vidgen.data.sources import FolderSource
