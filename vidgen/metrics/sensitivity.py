@@ -71,11 +71,16 @@ class FIDGradient:
         d = np.asarray(feats, np.float64) - self.mu_g
         return (2 * (self.mu_g - self.mu_r) + 2 * self.c * d @ self.G) / self.n
 
-    def influence(self, feats: np.ndarray) -> np.ndarray:
-        """feats [k, D] -> dFID / dw_i [k]: removing image i changes FID by about -u_i."""
-        d = np.asarray(feats, np.float64) - self.mu_g
-        quad = np.einsum("kd,de,ke->k", d, self.G, d)
-        return (2 * d @ (self.mu_g - self.mu_r) + self.c * (quad - np.sum(self.G * self.s_g_ml))) / self.n
+    def influence(self, feats: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """feats [k, D] -> dFID / dw_i [k]: removing image i changes FID by about -u_i.
+        Rows are taken `chunk` at a time (memory O(chunk D))."""
+        out = np.empty(len(feats))
+        trace = np.sum(self.G * self.s_g_ml)
+        for a in range(0, len(feats), chunk):
+            d = np.asarray(feats[a:a + chunk], np.float64) - self.mu_g
+            quad = ((d @ self.G) * d).sum(axis=1)
+            out[a:a + chunk] = (2 * d @ (self.mu_g - self.mu_r) + self.c * (quad - trace)) / self.n
+        return out
 
 
 def grad_cam(spatial: torch.Tensor, grad: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -128,8 +133,7 @@ def fid_heatmaps(detector, real: FeatureStats, fake: FeatureStats, feats: torch.
     from vidgen.render.layout import grid
 
     grad = FIDGradient.at(real, fake, unbiased)
-    feats64 = feats.double().numpy()
-    u = grad.influence(feats64)
+    u = grad.influence(feats.numpy())
     top = np.argsort(-np.abs(u), kind="stable")[:num]
     images, heats = [], []
     for a in range(0, len(top), batch):
@@ -137,7 +141,7 @@ def fid_heatmaps(detector, real: FeatureStats, fake: FeatureStats, feats: torch.
         pix = np.stack([frames.frame(int(i)) for i in rows])                          # [b, H, W, 3]
         x = torch.from_numpy(pix).permute(0, 3, 1, 2).contiguous()
         spatial = detector.spatial_features(x).cpu()                                  # [b, D, h, w]
-        g = torch.from_numpy(grad.feature_grad(feats64[rows]))
+        g = torch.from_numpy(grad.feature_grad(feats[torch.from_numpy(rows)].numpy()))
         heats += list(grad_cam(spatial, g, pix.shape[1:3]).numpy())
         images += list(pix)
     classes = detector.classify(feats[torch.from_numpy(top)]).argmax(dim=1).tolist() if detector.num_classes else []
