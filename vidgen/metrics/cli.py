@@ -10,11 +10,11 @@ from vidgen.errors import VidgenError
 
 EPILOG = """\
 examples:
-  # FVD (two protocols) and frame FID of a checkpoint against a prepared dataset
-  # (`vidgen data prepare ... --out data/mtb`), read at 144x256
-  vidgen eval --real data/mtb --resolution 144x256 \\
-      --fake runs/00003-lvg/ckpt-000500.safetensors \\
-      --metrics fvd2048_16f,fvd2048_128f,fid50k_full --out eval/mtb-500
+  # FVD (two protocols) and frame FID of a low-res run against a prepared dataset
+  # (`vidgen data prepare ... --out data/mtb`), read at 36x64
+  vidgen eval --real data/mtb --resolution 36x64 \\
+      --fake runs/00003-lvg-lowres-mtb-36x64-b64 \\
+      --metrics fvd2048_16f,fvd2048_128f,fid50k_full --out eval/mtb-lowres
 
   # the benchmark's default protocols, three runs (mean +- std), rendered videos as input
   vidgen eval --benchmark mtb --real data/mtb --fake renders/ --runs 3 --out eval/r
@@ -113,12 +113,13 @@ def run_eval(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="FVD / FID / FD-DINOv2 / KID / precision-recall / colour change",
-        description="Evaluate generated videos against a real dataset under named protocols; "
-                    "writes report.json, report.md and colour-change plots into --out.",
+        description="Evaluate generated videos or images (any family's checkpoint, or folders) against "
+                    "real data under named protocols; writes report.json, report.md, colour-change plots "
+                    "and FID heatmaps into --out.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--real", required=True,
-                   help="prepared dataset folder (manifest.json, from `vidgen data prepare`) or a "
-                        "folder of videos, frame folders or frame zips")
+                   help="prepared dataset folder (manifest.json, from `vidgen data prepare`), a "
+                        "folder of videos, frame folders or frame zips, or a folder of images")
     p.add_argument("--resolution", metavar="HxW",
                    help="resolution of the real data to read: a prepared one (default: the largest "
                         "prepared), or for a raw folder a centre crop + resize (default: native)")
