@@ -61,11 +61,12 @@ def match_histogram(fake_classes: np.ndarray, real_hist: np.ndarray, n: int, see
                       int(np.bincount(idx).max()))
 
 
-def stats_of_rows(feats: torch.Tensor, idx: np.ndarray, chunk: int = 4096) -> FeatureStats:
-    """Statistics of the resampled set feats[idx] (each draw one sample)."""
-    stats = FeatureStats(feats.shape[1])
+def stats_of_rows(feats: torch.Tensor, idx: np.ndarray, device: torch.device | str = "cpu",
+                  chunk: int = 4096) -> FeatureStats:
+    """Statistics of the resampled set feats[idx] (each draw one sample), summed on `device`."""
+    stats = FeatureStats(feats.shape[1], device=device)
     for a in range(0, len(idx), chunk):
-        stats.add(feats[torch.from_numpy(idx[a:a + chunk])])
+        stats.add(feats[torch.from_numpy(idx[a:a + chunk])].to(device))
     return stats
 
 
@@ -77,4 +78,4 @@ def class_matched_fid(real: FeatureStats, feats: torch.Tensor, classes: np.ndarr
         raise VidgenError("fid_class_matched: the real statistics carry no class histogram "
                           "(the detector is not a classifier)")
     match = match_histogram(classes, np.asarray(hist), len(feats), seed)
-    return frechet_from_stats(real, stats_of_rows(feats, match.indices), unbiased=unbiased), match
+    return frechet_from_stats(real, stats_of_rows(feats, match.indices, real.device), unbiased=unbiased), match
