@@ -98,8 +98,10 @@ def run_train(args) -> int:
         from vidgen.config import dump_yaml
         cfg = resolve_config(DiffusionRecipe, args)
         print(dump_yaml(cfg), end="")
-        n = count_parameters(build_denoiser(cfg.model, device="meta"))
-        print(json.dumps({"preset": cfg.model.preset, "parameters": n, "millions": round(n / 1e6, 3)}))
+        n = count_parameters(build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data, device="meta",
+                                            precond=cfg.precond))
+        print(json.dumps({"arch": cfg.model.arch, "precond": cfg.precond.kind, "preset": cfg.model.preset,
+                          "parameters": n, "millions": round(n / 1e6, 3)}))
         return 0
     return run_recipe(DiffusionRecipe, args)
 

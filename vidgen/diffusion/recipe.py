@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from vidgen.diffusion.edm import Denoiser, LossConfig, edm_loss
+from vidgen.diffusion.edm import LossConfig, edm_loss
+from vidgen.diffusion.precond import Denoiser, PrecondConfig
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
 from vidgen.diffusion.unet import UNetConfig, build_denoiser
 from vidgen.errors import ConfigError, VidgenError
@@ -35,6 +37,7 @@ class DiffusionDataConfig:
 @dataclass
 class OptimConfig:
     lr: float = 0.0100  # alpha_ref (EDM2: 0.0120 XS ... 0.0065 XXL)
+    schedule: Literal["inv_sqrt", "constant"] = "inv_sqrt"  # EDM2's decay, or EDM's constant rate after the ramp-up
     ref_steps: int = 70000  # t_ref of lr = alpha_ref / sqrt(max(t / t_ref, 1))
     rampup_steps: int = 0
     betas: tuple[float, float] = (0.9, 0.99)
@@ -46,6 +49,7 @@ class DiffusionConfig:
     data: DiffusionDataConfig = field(default_factory=DiffusionDataConfig)
     model: UNetConfig = field(default_factory=lambda: UNetConfig(preset="tiny", img_resolution=32,
                                                                  img_channels=3, label_dim=0))
+    precond: PrecondConfig = field(default_factory=PrecondConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMASpec = field(default_factory=lambda: EMASpec(kind="power", sigma_rels=(0.05, 0.10), snapshot_every=0))
@@ -85,7 +89,10 @@ class DiffusionRecipe(Recipe):
         if cfg.model.img_resolution != cfg.data.resolution:
             raise ConfigError(f"model.img_resolution ({cfg.model.img_resolution}) must equal data.resolution "
                               f"({cfg.data.resolution})")
-        self.net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data).to(device)
+        self.net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data, precond=cfg.precond).to(device)
+        if cfg.loss.uncertainty and not self.net.has_logvar:
+            raise ConfigError("loss.uncertainty needs the uncertainty head: set model.logvar_channels (e.g. 128) "
+                              "or loss.uncertainty: false")
         if cfg.init:
             state, _ = load_weights(cfg.init)
             self.net.load_state_dict(state)
@@ -95,7 +102,7 @@ class DiffusionRecipe(Recipe):
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
         o = self.cfg.optim
-        return {"net": OptimizerSpec(("net",), o.lr, betas=tuple(o.betas), schedule="inv_sqrt",
+        return {"net": OptimizerSpec(("net",), o.lr, betas=tuple(o.betas), schedule=o.schedule,
                                      ref_steps=o.ref_steps, rampup_steps=o.rampup_steps)}
 
     def phases(self) -> list[Phase]:
@@ -168,6 +175,6 @@ def load_denoiser(path: str | Path, device="cpu", network: str = "net_ema") -> t
     from vidgen.config import config_from_dict
     state, config = load_weights(path, network)
     cfg = config_from_dict(DiffusionConfig, config)
-    net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data)
+    net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data, precond=cfg.precond)
     net.load_state_dict(state)
     return net.to(device).eval().requires_grad_(False), cfg
