@@ -18,6 +18,10 @@ PREPARE_EPILOG = """examples:
   vidgen data prepare webcam/ --out data/cam --time-pattern '%Y_%m%d_%H%M0' --resolution 64x64
   vidgen data prepare --benchmark mtb --from downloads/mtb --out data/mtb
   vidgen data prepare --benchmark my_defs/cams.yaml --from downloads/cams --out data/cams
+  vidgen data prepare images/ --out data/img256 --resolution 256x256 --quality 100 --latents stabilityai/sd-vae-ft-mse
+With --latents every prepared resolution is also encoded once with that VAE (a folder with
+config.json and diffusion_pytorch_model.safetensors, or a name under $VIDGEN_CACHE/vae/) into
+DIR/latents-HxW/ for `vidgen diffusion train` with data.latents: true (docs/DIFFUSION.md).
 With --benchmark the clip count, fps and resolutions are checked against the definition
 (recorded in manifest.json); a mismatch exits non-zero (with --strict nothing is written).
 Bad inputs are skipped with one line each and listed in DIR/report.json; the exit status is
@@ -61,6 +65,9 @@ def register(subparsers) -> None:
                    help="check the result against a benchmark definition: datasets/NAME.yaml or a "
                         "path to a YAML file (its resolutions and fps are the defaults)")
     p.add_argument("--from", dest="from_dir", metavar="DIR", help="raw sources of --benchmark")
+    p.add_argument("--latents", metavar="VAE", help="also encode every resolution with this VAE (diffusion latents)")
+    p.add_argument("--vae-sha256", default="", metavar="HEX", help="refuse a --latents VAE whose weights differ")
+    p.add_argument("--device", default="cpu", help="device of the --latents VAE")
     p.set_defaults(func=cmd_prepare)
 
     q = sub.add_parser("inspect", help="summary and contact sheet of a dataset or source",
@@ -102,6 +109,10 @@ def cmd_prepare(args) -> int:
         inputs.append(args.from_dir)
     if not inputs:
         raise DataError("no inputs: give video files or folders (or --benchmark NAME --from DIR)")
+    if args.latents:  # a missing VAE fails before any decoding
+        from vidgen.data.vae import resolve_vae
+
+        resolve_vae(args.latents, args.vae_sha256)
     cfg = PrepareConfig(inputs=inputs, out=args.out,
                         resolutions=[parse_resolution(r) for r in (resolutions or ["36x64"])],
                         fps=fps, trim=parse_trim(args.trim) if args.trim else None,
@@ -118,6 +129,10 @@ def cmd_prepare(args) -> int:
             raise DataError(f"{args.out} was written but does not match benchmark {bench.name} "
                             f"({bench.path}): " + "; ".join(problems))
         print(f"matches benchmark {bench.name} ({bench.path})")
+    if args.latents:
+        from vidgen.data.latents import encode_dataset
+
+        encode_dataset(args.out, args.latents, args.vae_sha256, device=args.device)
     return 0
 
 

@@ -66,8 +66,10 @@ def in_interval(sigma: float, interval: tuple[float, float] | None) -> bool:
 class GuidedDenoiser:
     """``D_w = w D_1 + (1 - w) D_0`` (METHODS.md 5) where the main network gives D_1 and the
     guide D_0: a separate weaker network with the same conditioning (autoguidance), or with
-    ``cfg=True`` the main network without its condition. The guide runs only when w != 1 and
-    sigma lies in the interval; elsewhere D = D_1 and the guide is not evaluated."""
+    ``cfg=True`` an unconditional model: the separate ``guide`` called without the class
+    (e.g. EDM2's unconditional XS guides), else the main network without its condition. The
+    guide runs only when w != 1 and sigma lies in the interval; elsewhere D = D_1 and the
+    guide is not evaluated."""
 
     net: Callable
     guide: Callable | None = None
@@ -80,10 +82,6 @@ class GuidedDenoiser:
     nfe: int = 0
     guide_nfe: int = 0
     guide_sigmas: list = field(default_factory=list)
-
-    def __post_init__(self):
-        if self.guide is not None and self.cfg:
-            raise ValueError("choose either a guide network (autoguidance) or cfg=True, not both")
 
     @property
     def sigma_limits(self) -> tuple[float, float]:
@@ -100,8 +98,8 @@ class GuidedDenoiser:
         guided = self.guidance != 1 and (self.guide is not None or self.cfg)
         if not guided or not in_interval(float(sigma), self.interval):
             return d1
-        if self.cfg:  # the same network with the condition dropped
-            d0 = self.net(x, sigma, None, None, **self.extra)
+        if self.cfg:  # an unconditional model: the condition dropped
+            d0 = (self.guide if self.guide is not None else self.net)(x, sigma, None, None, **self.extra)
         else:
             d0 = self.guide(x, sigma, self.labels, self.tokens, **self.extra)
         self.guide_nfe += 1
