@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from vidgen.cli import main
-from vidgen.diffusion.recipe import load_denoiser
+from vidgen.diffusion.load import load_denoiser
 from vidgen.render.writer import read_png_settings
 
 

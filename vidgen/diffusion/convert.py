@@ -19,6 +19,7 @@ magnitude-preserving layer divided by sqrt(fan-in) in float16). Anything not und
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,45 +83,44 @@ def detect(tree: Any) -> bool:
     return name == "Precond" and _child(ema, "unet") is not None
 
 
-def _args(record: Any, defaults: dict, problems, where: str, ignore: tuple = ()) -> dict:
-    kwargs = dict(record.init_kwargs)
-    problems.unknown_kwargs(where, {k: v for k, v in kwargs.items() if k not in ignore}, defaults)
-    if record.init_args:
-        problems.add(f"{where}: positional constructor arguments {record.init_args!r}")
-    return {**defaults, **{k: _plain(v) for k, v in kwargs.items() if k in defaults}}
+def _known(args: dict, defaults: dict, problems, where: str) -> dict:
+    """``args`` over ``defaults``; arguments the reference class does not have are problems."""
+    problems.unknown_kwargs(where, args, defaults)
+    return {**defaults, **{k: _plain(v) for k, v in args.items() if k in defaults}}
 
 
-def _edm_config(ema: Any, problems) -> tuple[dict, dict, str]:
-    """(model section, precond section, kind) of an EDM network."""
-    kind = EDM_PRECONDS[_class(ema)]
-    model = _child(ema, "model")
-    model_type = _class(model)
-    pre = _args(ema, {**PRECOND_DEFAULTS[kind], "img_resolution": 0, "img_channels": 0, "label_dim": 0,
-                      "use_fp16": False}, problems, f"{_class(ema)}", ignore=tuple(SONG_DEFAULTS) + tuple(DHARIWAL_DEFAULTS))
-    for key in PRECOND_DEFAULTS[kind]:  # the attributes the object holds win over its arguments
-        if key != "model_type" and key in ema.state:
-            pre[key] = _plain(ema.state[key])
-    if model_type not in ("SongUNet", "DhariwalUNet"):
-        problems.add(f"{_class(ema)}.model: unknown network class {model_type!r} (known: SongUNet, DhariwalUNet)")
-        return {}, {}, kind
-    defaults = SONG_DEFAULTS if model_type == "SongUNet" else DHARIWAL_DEFAULTS
-    net = _args(model, {**defaults, **{k: 0 for k in EDM_INTERFACE}}, problems, model_type)
-    net["label_dropout"] = _plain(model.state.get("label_dropout", net["label_dropout"]))
+def edm_sections(precond_class: str, precond_args: dict, model_class: str, model_args: dict,
+                 problems) -> tuple[dict, dict, dict]:
+    """(model section, precond section, loss extras) of EDM's ``precond_class`` around
+    ``model_class``; the args are constructor arguments, completed with the attributes the
+    objects hold (the reference classes' defaults fill the rest)."""
+    kind = EDM_PRECONDS[precond_class]
+    interface = {"img_resolution": 0, "img_channels": 0, "label_dim": 0, "use_fp16": False}
+    pre = _known(precond_args, {**PRECOND_DEFAULTS[kind], **interface}, problems, precond_class)
+    if model_class not in ("SongUNet", "DhariwalUNet"):
+        problems.add(f"{precond_class}.model: unknown network class {model_class!r} (known: SongUNet, DhariwalUNet)")
+        return {}, {}, {}
+    defaults = SONG_DEFAULTS if model_class == "SongUNet" else DHARIWAL_DEFAULTS
+    net = _known(model_args, {**defaults, **{k: 0 for k in EDM_INTERFACE}}, problems, model_class)
     expected_out = net["in_channels"] * (2 if kind == "iddpm" else 1)
     if net["out_channels"] != expected_out:
-        problems.add(f"{model_type}: out_channels {net['out_channels']} with {net['in_channels']} input channels "
-                     f"under {_class(ema)} (expected {expected_out})")
-    if model_type == "SongUNet":
+        problems.add(f"{model_class}: out_channels {net['out_channels']} with {net['in_channels']} input channels "
+                     f"under {precond_class} (expected {expected_out})")
+    for key, want in (("img_resolution", net["img_resolution"]), ("img_channels", net["in_channels"]),
+                      ("label_dim", net["label_dim"])):
+        if pre[key] and pre[key] != want:
+            problems.add(f"{precond_class}.{key} {pre[key]} differs from its network's {want}")
+    if model_class == "SongUNet":
         arch = "ncsnpp" if net["embedding_type"] == "fourier" else "ddpmpp"
         extra = {k: net[k] for k in ("embedding_type", "encoder_type", "decoder_type", "channel_mult_noise")}
         extra["resample_filter"] = list(net["resample_filter"])
     else:
         arch, extra = "adm", {}
-    section = dict(arch=arch, preset="", img_resolution=net["img_resolution"], img_channels=net["in_channels"],
-                   label_dim=net["label_dim"], model_channels=net["model_channels"],
-                   channel_mult=list(net["channel_mult"]), channel_mult_emb=net["channel_mult_emb"],
-                   num_blocks=net["num_blocks"], attn_resolutions=list(net["attn_resolutions"]),
-                   dropout=float(net["dropout"]), augment_dim=net["augment_dim"], logvar_channels=0, **extra)
+    model = dict(arch=arch, preset="", img_resolution=net["img_resolution"], img_channels=net["in_channels"],
+                 label_dim=net["label_dim"], model_channels=net["model_channels"],
+                 channel_mult=list(net["channel_mult"]), channel_mult_emb=net["channel_mult_emb"],
+                 num_blocks=net["num_blocks"], attn_resolutions=list(net["attn_resolutions"]),
+                 dropout=float(net["dropout"]), augment_dim=net["augment_dim"], logvar_channels=0, **extra)
     precond: dict[str, Any] = {"kind": kind}
     if kind == "vp":
         precond.update(beta_d=pre["beta_d"], beta_min=pre["beta_min"], M=pre["M"], epsilon_t=pre["epsilon_t"])
@@ -128,47 +128,85 @@ def _edm_config(ema: Any, problems) -> tuple[dict, dict, str]:
         precond.update(C_1=pre["C_1"], C_2=pre["C_2"], M=pre["M"])
     elif kind == "ve":
         precond.update(sigma_min=float(pre["sigma_min"]), sigma_max=float(pre["sigma_max"]))
-    else:
+    else:  # EDM's supported range is everything unless the file narrows it
         if pre["sigma_min"] != 0:
             precond["sigma_min"] = float(pre["sigma_min"])
         if pre["sigma_max"] != float("inf"):
             precond["sigma_max"] = float(pre["sigma_max"])
-    for key in ("img_resolution", "img_channels", "label_dim"):
-        want = net["in_channels"] if key == "img_channels" else net[key]
-        if pre[key] and pre[key] != want:
-            problems.add(f"{_class(ema)}.{key} {pre[key]} differs from its network's {want}")
-    section["_label_dropout"] = float(net["label_dropout"])
-    section["_sigma_data"] = float(pre.get("sigma_data", 0.5))
-    return section, precond, kind
+    loss = {"label_dropout": float(net["label_dropout"]), "sigma_data": float(pre.get("sigma_data", 0.5))}
+    return model, precond, loss
 
 
-def _edm2_config(ema: Any, problems) -> tuple[dict, dict, str]:
-    """(model section, precond section, "edm") of an EDM2 network."""
-    unet = _child(ema, "unet")
-    if _class(unet) != "UNet":
-        problems.add(f"Precond.unet: unknown network class {_class(unet)!r} (known: UNet)")
-        return {}, {}, "edm"
-    pre = _args(ema, {"img_resolution": 0, "img_channels": 0, "label_dim": 0, "use_fp16": True, "sigma_data": 0.5,
-                      "logvar_channels": 128}, problems, "Precond", ignore=tuple(EDM2_UNET_DEFAULTS))
-    net = _args(unet, {**EDM2_UNET_DEFAULTS, **{k: 0 for k in EDM2_INTERFACE}}, problems, "UNet")
+def edm2_sections(precond_args: dict, unet_args: dict, problems) -> tuple[dict, dict, dict]:
+    """(model section, precond section, loss extras) of EDM2's ``Precond`` around its ``UNet``."""
+    pre = _known(precond_args, {"img_resolution": 0, "img_channels": 0, "label_dim": 0, "use_fp16": True,
+                                "sigma_data": 0.5, "logvar_channels": 128}, problems, "Precond")
+    net = _known(unet_args, {**EDM2_UNET_DEFAULTS, **{k: 0 for k in EDM2_INTERFACE}}, problems, "UNet")
     if list(net["resample_filter"]) != [1, 1]:
         problems.add(f"UNet: resample_filter {net['resample_filter']} (vidgen's EDM2 U-Net resamples with [1, 1])")
-    fourier = _child(ema, "logvar_fourier")
-    logvar = pre["logvar_channels"]
-    if fourier is not None and "freqs" in (fourier.state.get("_buffers") or {}):
-        logvar = int(fourier.state["_buffers"]["freqs"].numel())
-    section = dict(arch="edm2", preset="", img_resolution=net["img_resolution"], img_channels=net["img_channels"],
-                   label_dim=net["label_dim"], model_channels=net["model_channels"],
-                   channel_mult=list(net["channel_mult"]), num_blocks=net["num_blocks"],
-                   attn_resolutions=list(net["attn_resolutions"]), dropout=float(net["dropout"]),
-                   channels_per_head=net["channels_per_head"], channel_mult_noise=net["channel_mult_noise"],
-                   channel_mult_emb=net["channel_mult_emb"], logvar_channels=logvar,
-                   res_balance=float(net["res_balance"]), attn_balance=float(net["attn_balance"]),
-                   label_balance=float(net["label_balance"]), concat_balance=float(net["concat_balance"]),
-                   clip_act=float(net["clip_act"]) if net["clip_act"] is not None else 0.0)
-    section["_label_dropout"] = 0.0
-    section["_sigma_data"] = float(ema.state.get("sigma_data", pre["sigma_data"]))
-    return section, {"kind": "edm"}, "edm"
+    model = dict(arch="edm2", preset="", img_resolution=net["img_resolution"], img_channels=net["img_channels"],
+                 label_dim=net["label_dim"], model_channels=net["model_channels"],
+                 channel_mult=list(net["channel_mult"]), num_blocks=net["num_blocks"],
+                 attn_resolutions=list(net["attn_resolutions"]), dropout=float(net["dropout"]),
+                 channels_per_head=net["channels_per_head"], channel_mult_noise=net["channel_mult_noise"],
+                 channel_mult_emb=net["channel_mult_emb"], logvar_channels=pre["logvar_channels"],
+                 res_balance=float(net["res_balance"]), attn_balance=float(net["attn_balance"]),
+                 label_balance=float(net["label_balance"]), concat_balance=float(net["concat_balance"]),
+                 clip_act=float(net["clip_act"]) if net["clip_act"] is not None else 0.0)
+    return model, {"kind": "edm"}, {"label_dropout": 0.0, "sigma_data": float(pre["sigma_data"])}
+
+
+def sections_from_constructor(class_name: str, kwargs: dict, problems) -> tuple[dict, dict, dict]:
+    """The sections of a network built as ``class_name(**kwargs)`` with the reference Precond
+    classes, which pass the interface arguments and the rest on to their network (e.g. the
+    published configurations listed with their constructor arguments)."""
+    kwargs = dict(kwargs)
+    if class_name == "Precond":
+        unet = {k: kwargs.pop(k) for k in list(kwargs) if k in EDM2_UNET_DEFAULTS}
+        unet.update({k: kwargs.get(k, 0) for k in EDM2_INTERFACE})
+        return edm2_sections(kwargs, unet, problems)
+    kind = EDM_PRECONDS.get(class_name)
+    if kind is None:
+        problems.add(f"unknown class {class_name!r}")
+        return {}, {}, {}
+    model_class = kwargs.pop("model_type", PRECOND_DEFAULTS[kind]["model_type"])
+    net_keys = set(SONG_DEFAULTS if model_class == "SongUNet" else DHARIWAL_DEFAULTS) - {"label_dim"}
+    model = {k: kwargs.pop(k) for k in list(kwargs) if k in net_keys}
+    c = kwargs.get("img_channels", 0)
+    model.update(img_resolution=kwargs.get("img_resolution", 0), in_channels=c, label_dim=kwargs.get("label_dim", 0),
+                 out_channels=c * (2 if kind == "iddpm" else 1))
+    return edm_sections(class_name, kwargs, model_class, model, problems)
+
+
+def _record_args(record: Any, attrs: tuple, problems, where: str) -> dict:
+    """Constructor arguments of a record, with the listed attributes it holds taking precedence."""
+    if record.init_args:
+        problems.add(f"{where}: positional constructor arguments {record.init_args!r}")
+    args = dict(record.init_kwargs)
+    args.update({k: record.state[k] for k in attrs if k in record.state})
+    return args
+
+
+def _sections(ema: Any, problems) -> tuple[dict, dict, dict]:
+    if _class(ema) == "Precond":
+        unet = _child(ema, "unet")
+        if _class(unet) != "UNet":
+            problems.add(f"Precond.unet: unknown network class {_class(unet)!r} (known: UNet)")
+            return {}, {}, {}
+        pre = _record_args(ema, ("sigma_data",), problems, "Precond")
+        fourier = _child(ema, "logvar_fourier")
+        if fourier is not None and "freqs" in (fourier.state.get("_buffers") or {}):
+            pre["logvar_channels"] = int(fourier.state["_buffers"]["freqs"].numel())
+        # Precond passes its other arguments on to UNet, which passes its own extras on to Block.
+        pre = {k: v for k, v in pre.items() if k not in EDM2_UNET_DEFAULTS}
+        return edm2_sections(pre, _record_args(unet, (), problems, "UNet"), problems)
+    kind = EDM_PRECONDS[_class(ema)]
+    model = _child(ema, "model")
+    pre = _record_args(ema, tuple(k for k in PRECOND_DEFAULTS[kind] if k != "model_type"), problems, _class(ema))
+    model_keys = set(SONG_DEFAULTS) | set(DHARIWAL_DEFAULTS)
+    pre = {k: v for k, v in pre.items() if k not in model_keys or k == "label_dim"}
+    return edm_sections(_class(ema), pre, _class(model), _record_args(model, ("label_dropout",), problems,
+                                                                        _class(model)), problems)
 
 
 def _loss(tree: Any, kind: str, sigma_data: float, problems, report: list[str]) -> dict:
@@ -215,19 +253,17 @@ def convert_tree(tree: Any, source: str | Path) -> tuple[dict, dict[str, torch.T
     ema = _ema(tree)
     edm2 = _class(ema) == "Precond"
     report = [f"file: {'EDM2' if edm2 else 'EDM'} snapshot with keys {', '.join(map(str, tree))}"]
-    model, precond, kind = (_edm2_config if edm2 else _edm_config)(ema, problems)
+    model, precond, extras = _sections(ema, problems)
     problems.raise_if_any()
-    label_dropout, sigma_data = model.pop("_label_dropout"), model.pop("_sigma_data")
+    kind = precond["kind"]
     prefix = "unet." if edm2 else "model."
     state = {}
     for key, value in safe_pickle.state_dict(ema).items():
         state["net." + key[len(prefix):] if key.startswith(prefix) else key] = value
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in state.values() if v.is_floating_point()})
-    report.append(f"network: {_class(ema)}({_class(_child(ema, 'unet' if edm2 else 'model'))}), "
-                  f"{sum(v.numel() for k, v in state.items() if not k.endswith(('freqs', 'phases', 'resample_filter')))} "
-                  f"values, stored as {'/'.join(dtypes)}")
-    loss = _loss(tree, kind, sigma_data, problems, report)
-    loss["label_dropout"] = label_dropout
+    report.append(f"network: {_class(ema)}({_class(_child(ema, 'unet' if edm2 else 'model'))}) stored as "
+                  f"{'/'.join(dtypes)}{' (kept: it computes as the reference does)' if dtypes == ['float16'] else ''}")
+    loss = {**_loss(tree, kind, extras["sigma_data"], problems, report), **extras}
     if not edm2:
         loss["uncertainty"] = False
     encoder = _encoder(tree, problems, report) if edm2 else {"kind": "rgb"}
@@ -248,9 +284,15 @@ def convert_tree(tree: Any, source: str | Path) -> tuple[dict, dict[str, torch.T
                  "latents": encoder.get("kind") == "vae"},
         # EDM's generate.py: 18 Heun steps in float64; EDM2's generate_images.py: 32 in float32.
         "sample": {"steps": 32 if edm2 else 18, "dtype": "float32" if edm2 else "float64"},
-        "ema": {"kind": "power"} if edm2 else {"kind": "halflife"},
+        "ema": {"kind": "power", "sigma_rels": [_file_std(source)]} if edm2 else {"kind": "halflife"},
     }
     return config, state, report
+
+
+def _file_std(source: str | Path) -> float:
+    """The EMA width EDM2 writes into its file names (``...-0002147-0.050.pkl``), else 0.05."""
+    m = re.search(r"-(0\.\d+)\.pkl$", str(source))
+    return float(m.group(1)) if m else 0.05
 
 
 class _Importer:

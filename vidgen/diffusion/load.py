@@ -54,12 +54,36 @@ def stored_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
+def _build(config: dict, dtype: torch.dtype = torch.float32) -> tuple[Denoiser, DiffusionConfig]:
+    from vidgen.config import config_from_dict
+    cfg = config_from_dict(DiffusionConfig, config)
+    return build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data, precond=cfg.precond).to(dtype), cfg
+
+
 def load_denoiser(path: str | Path, device="cpu", network: str = "net_ema") -> tuple[Denoiser, DiffusionConfig]:
     """A trained denoiser in eval mode (EMA copies must not renormalise their weights), in the
     dtype of its stored weights."""
-    from vidgen.config import config_from_dict
-    state, config = load_weights(path, network)
-    cfg = config_from_dict(DiffusionConfig, config)
-    net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data, precond=cfg.precond)
-    net.to(stored_dtype(state)).load_state_dict(state)
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():  # a phema reconstruction or snapshot
+        state, config = load_weights(path, network)
+        net, cfg = _build(config, stored_dtype(state))
+        net.load_state_dict(state)
+    else:
+        from vidgen.train.checkpoint import load_network, read_checkpoint
+        c = read_checkpoint(path)
+        if c.family != "diffusion":
+            raise VidgenError(f"{c.path} is a {c.family!r} checkpoint, not a diffusion one")
+        names = (network, "net_ema", "net")
+        name = next((n for n in names if n in c.network_names), "net")
+        with safe_open(str(c.path / "networks.safetensors"), framework="pt") as f:
+            key = next((k for k in f.keys() if k.startswith(name + "/")), None)
+            dtype = f.get_slice(key).get_dtype() if key else "F32"
+        dtype = {"F16": torch.float16, "BF16": torch.bfloat16}.get(dtype, torch.float32)
+        built = {}
+
+        def build(config):
+            built["net"], built["cfg"] = _build(config, dtype)
+            return built["net"]
+        net = load_network(c, names, build)
+        cfg = built["cfg"]
     return net.to(device).eval().requires_grad_(False), cfg

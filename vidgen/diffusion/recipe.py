@@ -138,7 +138,6 @@ class DiffusionRecipe(Recipe):
             raise ConfigError("loss.uncertainty needs the uncertainty head: set model.logvar_channels (e.g. 128) "
                               "or loss.uncertainty: false")
         if cfg.init:
-            from vidgen.diffusion.load import load_weights
             state, _ = load_weights(cfg.init)
             self.net.load_state_dict(state)
 
@@ -191,4 +190,13 @@ class DiffusionRecipe(Recipe):
 
 
 
-from vidgen.diffusion.load import load_denoiser, load_weights  # noqa: E402,F401  (their former home)
+def load_weights(path, network: str = "net_ema"):
+    """:func:`vidgen.diffusion.load.load_weights` (kept importable from here)."""
+    from vidgen.diffusion import load
+    return load.load_weights(path, network)
+
+
+def load_denoiser(path, device="cpu", network: str = "net_ema"):
+    """:func:`vidgen.diffusion.load.load_denoiser` (kept importable from here)."""
+    from vidgen.diffusion import load
+    return load.load_denoiser(path, device, network)
