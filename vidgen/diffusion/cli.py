@@ -35,6 +35,8 @@ a separate one given with --guide. Latent models are decoded with their VAE (enc
 PHEMA_EPILOG = """examples:
   vidgen diffusion phema --snapshots runs/00001-diffusion-tiny-flowers-32x32-b32/phema --sigma-rel 0.05,0.10 --out phema-out
   vidgen diffusion phema --snapshots RUN/phema --sigma-rel 0.07 --step 4000 --out phema-out
+  vidgen diffusion phema --snapshots edm2-training-run/ --sigma-rel 0.07 --out phema-out   # EDM2's own pickles
+The result loads with `vidgen diffusion sample --net FILE.safetensors`.
 """
 TOY_EPILOG = """examples:
   vidgen diffusion toy --out toy
@@ -84,11 +86,13 @@ def register(subparsers) -> None:
 
     ph = sub.add_parser("phema", help="post-hoc EMA: reconstruct any sigma_rel from power-EMA snapshots",
                         epilog=PHEMA_EPILOG, formatter_class=fmt)
-    ph.add_argument("--snapshots", required=True, metavar="DIR", help="the run's phema/ folder")
+    ph.add_argument("--snapshots", required=True, metavar="DIR",
+                    help="the run's phema/ folder, or a folder of EDM2 network-snapshot-*.pkl")
     ph.add_argument("--sigma-rel", required=True, help="target widths, comma separated (each < 0.2887)")
     ph.add_argument("--out", required=True, metavar="DIR")
     ph.add_argument("--network", help="network name when the folder holds several")
-    ph.add_argument("--step", type=int, help="reconstruct at this step (default: the last snapshot)")
+    ph.add_argument("--step", type=int, help="reconstruct at this step (default: the last snapshot); for EDM2 "
+                    "pickles: at this many images seen")
     ph.add_argument("--from", dest="sources", help="use only snapshots of these tracked widths, e.g. 0.05,0.10")
     ph.set_defaults(func=run_phema)
 
@@ -216,7 +220,7 @@ def check_guidance(args, cfg, guide_cfg) -> None:
 
 def run_phema(args) -> int:
     from vidgen.config import load_yaml
-    from vidgen.diffusion.phema import reconstruct, write_reconstruction
+    from vidgen.diffusion.phema import list_pickles, reconstruct, reconstruct_pickles, write_reconstruction
     folder = Path(args.snapshots)
     if not folder.is_dir():
         raise VidgenError(f"--snapshots {folder}: not a folder; pass the run's phema/ folder")
@@ -225,9 +229,18 @@ def run_phema(args) -> int:
         sources = [float(v) for v in args.sources.split(",")] if args.sources else None
     except ValueError:
         raise VidgenError("--sigma-rel / --from: give numbers like 0.05,0.10") from None
+    out = Path(args.out)
+    if list_pickles(folder) and not any(folder.glob("*.safetensors")):  # EDM2's own snapshots
+        results = reconstruct_pickles(folder, targets, args.step, sources)
+        out.mkdir(parents=True, exist_ok=True)
+        for state, info, config in results:
+            path = out / f"phema-{info['nimg'] // 1000:07d}-{info['sigma_rel']:.3f}.safetensors"
+            write_reconstruction(path, state, {k: v for k, v in info.items() if k != "weights"}, config)
+            print(json.dumps({"out": str(path), **{k: info[k] for k in ("nimg", "sigma_rel", "num_snapshots",
+                                                                           "profile_error")}}))
+        return 0
     run_cfg = folder.parent / "config.yaml"
     config = load_yaml(run_cfg) if run_cfg.is_file() else None
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for state, info in reconstruct(folder, targets, args.network, args.step, sources):
         path = out / f"{info['network']}-phema-{info['step']:09d}-s{info['sigma_rel']:.4f}.safetensors"
