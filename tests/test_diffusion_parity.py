@@ -253,3 +253,14 @@ def test_must_show_import_and_autoguided_grid(ref, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 8
     img = np.asarray(Image.open(grid))
     assert img.std() > 10
+
+
+def test_family_sampler_of_an_imported_run_gives_the_reference_images(runs, ref):
+    """The registered Sampler (what `vidgen eval --fake` draws from): seeds 16, 17 of the
+    imported main net without guidance are the reference's plain 32-step images."""
+    from vidgen import registry
+    sampler = registry.resolve(registry.get("diffusion").sampler)(runs["main"], "cpu")
+    assert sampler.kind == "image" and sampler.frame_size == (16, 16)
+    images = sampler.generate(16, 2)
+    assert images.dtype == np.uint8 and images.shape == (2, 16, 16, 3)
+    assert np.array_equal(images, io(ref, "edm2")["sampler/plain32/images_uint8"].permute(0, 2, 3, 1).numpy())

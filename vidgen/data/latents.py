@@ -42,6 +42,8 @@ def encode_dataset(root: str | Path, vae: str, vae_sha256: str = "", resolutions
     all prepared) with the VAE ``vae``. -> the latents.json of each folder written."""
     root = Path(root)
     manifest = load_manifest(root)
+    if Path(vae).expanduser().exists():  # a path: recorded absolute, so training finds it from anywhere
+        vae = str(Path(vae).expanduser().resolve())
     names = [pick_resolution(manifest, r, str(root)) for r in (resolutions or manifest["resolutions"])]
     codec = LatentCodec(EncoderConfig(kind="vae", vae=vae, vae_sha256=vae_sha256, batch=batch), device)
     out = []

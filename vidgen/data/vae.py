@@ -96,7 +96,10 @@ def resolve_vae(spec: str, sha256: str = "") -> tuple[Path, Path]:
         folder, weights = path.parent, path
     elif path.is_dir():
         folder, weights = path, path / WEIGHTS_NAME
-    else:
+    elif path.is_absolute() or spec.startswith((".", "~")):
+        raise VidgenError(f"VAE {spec} does not exist; pass the folder that holds its config.json and "
+                          f"{WEIGHTS_NAME} (sample: --vae DIR; prepare: --latents DIR)")
+    else:  # a model name, e.g. stabilityai/sd-vae-ft-mse
         folder = cache_dir() / "vae" / spec.replace("/", "--")
         weights = folder / WEIGHTS_NAME
     config = folder / "config.json"
