@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from vidgen.diffusion.precond import Denoiser
-from vidgen.diffusion.recipe import DiffusionConfig
+from vidgen.diffusion.config import DiffusionConfig
 from vidgen.diffusion.unet import build_denoiser
 from vidgen.errors import VidgenError
 

@@ -12,54 +12,19 @@ config says how to decode its samples. Loading trained denoisers: load.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
-from vidgen.data.vae import EncoderConfig, LatentCodec
-from vidgen.diffusion.edm import LossConfig, edm_loss
-from vidgen.diffusion.precond import PrecondConfig
+from vidgen.data.vae import LatentCodec
+from vidgen.diffusion.config import DiffusionConfig, DiffusionDataConfig, OptimConfig  # noqa: F401  (public here)
+from vidgen.diffusion.edm import edm_loss
+from vidgen.diffusion.load import load_denoiser, load_weights  # noqa: F401  (public here)
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
-from vidgen.diffusion.unet import UNetConfig, build_denoiser
+from vidgen.diffusion.unet import build_denoiser
 from vidgen.errors import ConfigError
-from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
-
-
-@dataclass
-class DiffusionDataConfig:
-    path: str = ""
-    resolution: int = 32  # square side; images are centre-cropped and resized
-    class_from_folder: bool = False  # label = sub-folder (clip) index; needs model.label_dim = #folders
-    xflip: bool = False
-    latents: bool = False  # train on DIR/latents-RxR/ (vidgen data prepare --latents); resolution: the pixels'
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 0.0100  # alpha_ref (EDM2: 0.0120 XS ... 0.0065 XXL)
-    schedule: Literal["inv_sqrt", "constant"] = "inv_sqrt"  # EDM2's decay, or EDM's constant rate after the ramp-up
-    ref_steps: int = 70000  # t_ref of lr = alpha_ref / sqrt(max(t / t_ref, 1))
-    rampup_steps: int = 0
-    betas: tuple[float, float] = (0.9, 0.99)
-
-
-@dataclass
-class DiffusionConfig:
-    engine: EngineConfig = field(default_factory=lambda: EngineConfig(steps=2000, batch=32))
-    data: DiffusionDataConfig = field(default_factory=DiffusionDataConfig)
-    model: UNetConfig = field(default_factory=lambda: UNetConfig(preset="tiny", img_resolution=32,
-                                                                 img_channels=3, label_dim=0))
-    precond: PrecondConfig = field(default_factory=PrecondConfig)
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # pixels <-> model space (vidgen/data/vae.py)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    ema: EMASpec = field(default_factory=lambda: EMASpec(kind="power", sigma_rels=(0.05, 0.10), snapshot_every=0))
-    augment: AugmentSpec = field(default_factory=AugmentSpec)  # kind "none" only (data.xflip flips real images)
-    sample: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=32))
-    init: str = ""  # checkpoint / reconstruction to start from (fine-tuning a noise-range expert)
+from vidgen.train.recipe import EMASpec, OptimizerSpec, Phase, Recipe
 
 
 class ImageItems(torch.utils.data.Dataset):
@@ -189,14 +154,3 @@ class DiffusionRecipe(Recipe):
 
 
 
-
-def load_weights(path, network: str = "net_ema"):
-    """:func:`vidgen.diffusion.load.load_weights` (kept importable from here)."""
-    from vidgen.diffusion import load
-    return load.load_weights(path, network)
-
-
-def load_denoiser(path, device="cpu", network: str = "net_ema"):
-    """:func:`vidgen.diffusion.load.load_denoiser` (kept importable from here)."""
-    from vidgen.diffusion import load
-    return load.load_denoiser(path, device, network)
