@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -196,3 +197,40 @@ def test_count_is_the_same_on_meta_and_cpu():
     cfg = UNetConfig(arch="ncsnpp", img_resolution=16, img_channels=3, label_dim=2, model_channels=16,
                      channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), augment_dim=9)
     assert count_parameters(build_denoiser(cfg, device="meta")) == count_parameters(build_denoiser(cfg))
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    from PIL import Image
+    root = tmp_path_factory.mktemp("imgs")
+    rng = torch.Generator().manual_seed(0)
+    for c in range(2):
+        (root / f"class{c}").mkdir()
+        for i in range(4):
+            img = (torch.rand(12, 12, 3, generator=rng) * 80 + 120 * c).to(torch.uint8).numpy()
+            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("arch,kind", [("ddpmpp", "vp"), ("ncsnpp", "ve"), ("adm", "edm")])
+def test_train_and_sample_from_the_command_line(image_folder, tmp_path, arch, kind, capsys):
+    """`vidgen diffusion train` with an EDM network and preconditioning, then `sample` with the
+    stochastic sampler: per-seed churn noise, so a seed's image does not depend on its batch."""
+    from PIL import Image
+    out = tmp_path / "runs"
+    assert main(["diffusion", "train", "--data", str(image_folder), "--config", "configs/diffusion/tiny.yaml",
+                 "--out", str(out), "--set", f"model.arch={arch}", "--set", f"precond.kind={kind}",
+                 "--set", "loss.uncertainty=false", "--set", "data.resolution=8", "--set", "model.img_resolution=8",
+                 "--set", "data.class_from_folder=true", "--set", "model.label_dim=2", "--set", "engine.steps=2",
+                 "--set", "engine.batch=2", "--set", "engine.workers=0", "--set", "engine.checkpoint_every=2",
+                 "--set", "engine.sample_every=0", "--set", "ema.snapshot_every=0"]) == 0
+    run = next(out.iterdir())
+    churn = ["--S-churn", "40", "--S-min", "0.05", "--S-max", "50", "--S-noise", "1.003", "--steps", "4"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["diffusion", "sample", "--net", str(run), "--seeds", "0-2", "--out", str(a), *churn]) == 0
+    assert main(["diffusion", "sample", "--net", str(run), "--seeds", "2", "--out", str(b), *churn]) == 0
+    same = [np.asarray(Image.open(p / "seed000002.png")) for p in (a, b)]
+    assert np.array_equal(*same)
+    from vidgen.render.writer import read_png_settings
+    settings = read_png_settings(a / "seed000002.png")
+    assert settings["churn"] == 40 and settings["S_noise"] == 1.003

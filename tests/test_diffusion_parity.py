@@ -264,3 +264,23 @@ def test_family_sampler_of_an_imported_run_gives_the_reference_images(runs, ref)
     images = sampler.generate(16, 2)
     assert images.dtype == np.uint8 and images.shape == (2, 16, 16, 3)
     assert np.array_equal(images, io(ref, "edm2")["sampler/plain32/images_uint8"].permute(0, 2, 3, 1).numpy())
+
+
+def test_an_imported_network_fine_tunes(runs, tmp_path):
+    """`vidgen train diffusion --init IMPORTED_RUN`: the run's config is the base, the float16
+    weights start a float32 training run."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "imgs"
+    for c in range(4):  # the guide has 4 classes at 16x16
+        (data / f"c{c}").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / f"c{c}" / f"{i}.png")
+    out = tmp_path / "ft"
+    assert main(["train", "diffusion", "--init", str(runs["guide"]), "--data", str(data), "--out", str(out),
+                 "--set", "engine.steps=1", "--set", "engine.batch=2", "--set", "engine.workers=0",
+                 "--set", "engine.checkpoint_every=1", "--set", "engine.sample_every=0"]) == 0
+    tuned, cfg = load_denoiser(next(out.iterdir()), network="net")
+    start, _ = load_denoiser(runs["guide"])
+    assert cfg.model.model_channels == 32 and next(tuned.parameters()).dtype == torch.float32
+    w0, w1 = start.net.out_conv.weight.float(), tuned.net.out_conv.weight
+    assert not torch.equal(w0, w1) and (w1 - w0).norm() < 0.1 * w0.norm()  # one small step from the import
