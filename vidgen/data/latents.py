@@ -1,6 +1,6 @@
 """A prepared image dataset encoded once into VAE latents (``vidgen data prepare --latents VAE``).
 
-Beside the JPEG shards of a prepared dataset (prepare.py), one folder per encoded resolution::
+Beside the JPEG shards of a prepared dataset (manifest.py), one folder per encoded resolution::
 
     DIR/latents-256x256/latents.json            format, VAE (spec, SHA-256, config), pixel and
                                                 latent shapes, measured raw statistics, clips
@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
-from vidgen.data.prepare import PreparedClip, load_manifest, pick_resolution
+from vidgen.data.manifest import PreparedClip, load_manifest, pick_resolution
 from vidgen.data.vae import EncoderConfig, LatentCodec
 from vidgen.errors import DataError
 from vidgen.fileio import atomic_dir, write_safetensors
