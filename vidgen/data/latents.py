@@ -29,7 +29,7 @@ from vidgen.errors import DataError
 from vidgen.fileio import atomic_dir, write_safetensors
 
 FORMAT = "vidgen-latents-1"
-PART_FRAMES = 4096  # frames per safetensors part
+PART_FRAMES = 1024  # frames per safetensors part (one part in memory while encoding)
 
 
 def latents_dir(root: str | Path, res: str) -> Path:

@@ -166,9 +166,11 @@ class SeedNoise:
 
 
 def expected_nfe(cfg: SamplerConfig) -> dict[str, int]:
-    """Network evaluations ``sample`` will make: main (2N - 1 for Heun, N for Euler) and
-    guide (the evaluations whose sigma lies in the interval), without running anything."""
-    t = edm_schedule(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho).tolist()
+    """Network evaluations ``sample`` will make with float32 noise (or in ``cfg.dtype``) and no
+    network limits: main (2N - 1 for Heun, N for Euler) and guide (the evaluations whose sigma
+    lies in the interval), without running anything."""
+    dtype = getattr(torch, cfg.dtype) if cfg.dtype else torch.float32
+    t = edm_schedule(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho, dtype=dtype).tolist()
     gamma_max = min(cfg.churn / cfg.steps, math.sqrt(2) - 1) if cfg.churn > 0 else 0.0
     sigmas = []
     for i in range(cfg.steps):
