@@ -25,8 +25,8 @@ SAMPLE_EPILOG = """examples:
   vidgen diffusion sample --net RUN --cfg --guidance 2.0 --interval 0.28,2.9 --steps 32 --class 3 --out grid.png
   vidgen diffusion sample --net RUN --guide GUIDE_RUN --guidance 2.0 --seeds 0-15 --out samples/
   vidgen diffusion sample --net LOW_RUN,HIGH_RUN --expert-boundaries 1.0 --seeds 0-15 --out experts.png
-  vidgen import edm2-img64-s-1073741-0.045.pkl --out runs/img64-s && vidgen import edm2-img64-xs-0134217-0.110.pkl \
-      --out runs/img64-xs && vidgen diffusion sample --net runs/img64-s --guide runs/img64-xs --guidance 1.7 --out g.png
+  vidgen import edm2-img64-s-1073741-0.045.pkl --out runs/img64-s     # then the same for the XS guide
+  vidgen diffusion sample --net runs/img64-s --guide runs/img64-xs --guidance 1.7 --out g.png
   vidgen diffusion sample --net runs/img512-s --guide runs/img512-xs-uncond --cfg --guidance 1.4 --out cfg.png
   vidgen diffusion sample --net runs/edm-imagenet64 --steps 256 --S-churn 40 --S-min 0.05 --S-max 50 --S-noise 1.003 --out s.png
 CFG needs an unconditional model: the net's own when it was trained with label dropout, else
