@@ -229,8 +229,11 @@ def test_train_and_sample_from_the_command_line(image_folder, tmp_path, arch, ki
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["diffusion", "sample", "--net", str(run), "--seeds", "0-2", "--out", str(a), *churn]) == 0
     assert main(["diffusion", "sample", "--net", str(run), "--seeds", "2", "--out", str(b), *churn]) == 0
-    same = [np.asarray(Image.open(p / "seed000002.png")) for p in (a, b)]
-    assert np.array_equal(*same)
+    same = [np.asarray(Image.open(p / "seed000002.png")).astype(int) for p in (a, b)]
+    # the same draws; a batch of 3 and of 1 may round differently in the last bit (a level at most)
+    assert np.abs(same[0] - same[1]).max() <= 1 and (same[0] == same[1]).mean() > 0.95
+    other = np.asarray(Image.open(a / "seed000001.png")).astype(int)
+    assert np.abs(other - same[0]).mean() > 5  # another seed, another image
     from vidgen.render.writer import read_png_settings
     settings = read_png_settings(a / "seed000002.png")
     assert settings["churn"] == 40 and settings["S_noise"] == 1.003
