@@ -140,7 +140,7 @@ def diffusion_run(tmp_path_factory):
             Image.fromarray(img).save(root / "images" / f"class{c}" / f"{i:03d}.png")
     sets = ["engine.steps=2", "engine.batch=4", "engine.workers=0", "engine.checkpoint_every=2",
             "engine.sample_every=0", "data.resolution=8", "model.img_resolution=8", "data.class_from_folder=true",
-            "model.label_dim=2", "sample.steps=3", "sample.guidance=1.5"]
+            "model.label_dim=2", "loss.label_dropout=0.1", "sample.steps=3", "sample.guidance=1.5"]
     code = main(["diffusion", "train", "--data", str(root / "images"), "--config", "configs/diffusion/tiny.yaml",
                  "--out", str(root / "runs"), *sum((["--set", s] for s in sets), [])])
     assert code == 0

@@ -68,28 +68,41 @@ def sampler_config(cfg, **overrides) -> SamplerConfig:
 
 class DiffusionSampler:
     """The family's :class:`vidgen.registry.Sampler`: ``generate(seed, n)`` -> the uint8 images
-    [n, H, W, 3] of seeds seed .. seed + n - 1 with the run's sampler settings."""
+    [n, H, W, 3] of seeds seed .. seed + n - 1 with the run's sampler settings (the config's
+    ``sample`` section), exactly what `vidgen diffusion sample` makes for those seeds. With
+    ``sample.guidance`` != 1 and no ``guide``, the guidance is classifier-free through the net
+    itself (its label dropped), as `vidgen diffusion sample --cfg` does."""
 
     kind = "image"
 
     def __init__(self, path, device="cpu", guide=None, **sampler_overrides):
         from vidgen.diffusion.load import load_denoiser
+        from vidgen.train.checkpoint import Checkpoint
         self.device = torch.device(device)
         self.net, self.cfg = load_denoiser(path, self.device)
         self.guide = load_denoiser(guide, self.device)[0] if guide else None
         self.scfg = sampler_config(self.cfg, **sampler_overrides)
+        self.use_cfg = self.guide is None and self.scfg.guidance != 1
+        if self.use_cfg and (not self.cfg.model.label_dim or self.cfg.loss.label_dropout <= 0):
+            why = "unconditional" if not self.cfg.model.label_dim else "trained without label dropout"
+            raise VidgenError(f"sample.guidance is {self.scfg.guidance} but the net is {why}, so it has no "
+                              "unconditional mode for classifier-free guidance; sample with `vidgen diffusion "
+                              "sample --guide` and evaluate the image folder, or set sample.guidance=1")
         self.codec = LatentCodec(self.cfg.encoder, self.device)
         side = self.cfg.data.resolution if self.cfg.encoder.kind == "vae" else self.cfg.model.img_resolution
         self.frame_size = (side, side)
+        names = path.network_names if isinstance(path, Checkpoint) else ()
         # what a report records next to its numbers (vidgen eval)
-        self.info = {"labels": "drawn from each seed's generator" if self.cfg.model.label_dim else None,
-                     "guide": str(guide) if guide else None,
+        self.info = {"network": "net_ema" if "net_ema" in names or not names else "net",
+                     "step": path.step if isinstance(path, Checkpoint) else None,
+                     "labels": "drawn from each seed's generator" if self.cfg.model.label_dim else None,
+                     "guidance": "cfg" if self.use_cfg else ("guide" if self.guide is not None else None),
                      "sampler": {k: (v if not isinstance(v, float) or np.isfinite(v) else str(v))
                                  for k, v in dataclasses.asdict(self.scfg).items()}}
 
     def generate(self, seed: int, n: int) -> np.ndarray:
         return generate_images(self.net, self.cfg, list(range(seed, seed + n)), self.scfg, guide=self.guide,
-                               device=self.device, codec=self.codec).images
+                               use_cfg=self.use_cfg, device=self.device, codec=self.codec).images
 
 
 def open_sampler(checkpoint, device="cpu") -> DiffusionSampler:
