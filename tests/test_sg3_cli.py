@@ -179,3 +179,22 @@ def test_eval_equivariance_metrics(runs, tmp_path):
     assert {k: e["value"] for k, e in report["metrics"].items()} == {k: e["value"] for k, e in again.items()}
     proc = vidgen("eval", "--fake", runs / "r", "--metrics", "eqr4,fid50k_full", "--out", tmp_path / "c", check=False)
     assert proc.returncode == 2 and "--real is needed for fid50k_full" in proc.stderr
+
+
+def test_eval_fid_through_the_sampler(runs, tmp_path):
+    """`vidgen eval --fake RUN` reads the family from the run and draws images with its sampler;
+    image metrics and equivariance share one report."""
+    import json
+
+    from vidgen.sg3.data import SyntheticBlobs
+
+    real = tmp_path / "real"
+    real.mkdir()
+    ds = SyntheticBlobs(12, 32, 4)
+    for i in range(12):
+        Image.fromarray(to_uint8_frames(ds[i][0], layout="CTHW")[0]).save(real / f"{i:03d}.png")
+    vidgen("eval", "--real", real, "--fake", runs / "t", "--metrics", "fid12_full,eqt2_frac", "--detector",
+           "inception=random:16", "--no-companions", "--quiet", "--out", tmp_path / "e")
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["fake"]["sampler"]["family"] == "sg3" and report["metrics"]["fid12_full"]["num_fake"] == [12]
+    assert report["metrics"]["fid12_full"]["value"] > 0 and report["metrics"]["eqt2_frac"]["unit"] == "dB"
