@@ -5,4 +5,4 @@ from vidgen.registry import Family, register
 
 register(Family(name="diffusion", recipe="vidgen.diffusion.recipe:DiffusionRecipe", kind="image",
                 sampler="vidgen.diffusion.generate:open_sampler", importer="vidgen.diffusion.convert:IMPORTER",
-                summary="EDM/EDM2 image diffusion"))
+                summary="EDM/EDM2 image diffusion", group="diffusion"))

@@ -46,7 +46,7 @@ TOY_EPILOG = """examples:
 
 def register(subparsers) -> None:
     from vidgen.train.cli import add_train_arguments
-    p = subparsers.add_parser("diffusion", help="EDM2 image diffusion: train, sample, phema, toy",
+    p = subparsers.add_parser("diffusion", help="EDM/EDM2 image diffusion: train, sample (generate), phema, toy, eval, import",
                               description="EDM/EDM2 image diffusion with CFG, autoguidance and guidance intervals.")
     sub = p.add_subparsers(dest="diffusion_command", metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     t.add_argument("--init", metavar="CKPT", help="start from these weights (sets init): fine-tune an expert")
     t.set_defaults(func=run_train)
 
-    s = sub.add_parser("sample", help="sample images with Euler / Heun / stochastic samplers and guidance",
+    s = sub.add_parser("sample", aliases=["generate"], help="sample images with Euler / Heun / stochastic samplers and guidance",
                        epilog=SAMPLE_EPILOG, formatter_class=fmt)
     s.add_argument("--net", required=True, metavar="CKPT", help="run / checkpoint folder (trained or imported) or "
                    "phema .safetensors; with --expert-boundaries, one per noise range, comma separated (low first)")

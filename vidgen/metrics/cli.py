@@ -127,13 +127,20 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+HELP = "FVD / FID / FD-DINOv2 / KID / precision-recall / colour change"
+DESCRIPTION = ("Evaluate generated videos or images (any family's checkpoint, or folders) against real data "
+               "under named protocols; writes report.json, report.md, colour-change plots and FID heatmaps "
+               "into --out.")
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "eval", help="FVD / FID / FD-DINOv2 / KID / precision-recall / colour change",
-        description="Evaluate generated videos or images (any family's checkpoint, or folders) against "
-                    "real data under named protocols; writes report.json, report.md, colour-change plots "
-                    "and FID heatmaps into --out.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("eval", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_eval_arguments(p)
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `vidgen eval` (also `vidgen FAMILY eval`); sets ``func``."""
     p.add_argument("--real",
                    help="prepared dataset folder (manifest.json, from `vidgen data prepare`), a "
                         "folder of videos, frame folders or frame zips, or a folder of images "

@@ -6,4 +6,4 @@ from vidgen.registry import Family, register
 
 register(Family(name="sg3", recipe="vidgen.sg3.recipe:SG3Recipe", sampler="vidgen.sg3.family:open_sampler",
                 importer="vidgen.sg3.convert:IMPORTER", kind="image",
-                summary="StyleGAN3 (configs T and R), alias-free image generator"))
+                summary="StyleGAN3 (configs T and R), alias-free image generator", group="sg3"))

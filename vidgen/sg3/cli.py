@@ -121,9 +121,11 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sg3", help="StyleGAN3 images and latent walks",
-                              description="StyleGAN3 (configs T and R): generate images and videos from a run.",
+    p = subparsers.add_parser("sg3", help="StyleGAN3: generate, train, eval, import",
+                              description="StyleGAN3 (configs T and R): generate images and videos from a run; "
+                                          "train, eval and import as `vidgen train|eval|import` do.",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
     sub = p.add_subparsers(dest="sg3_command", metavar="COMMAND")
     g = sub.add_parser("generate", help="images (png grid or folder) or a video of a latent walk / camera pan",
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
