@@ -17,7 +17,6 @@ min(16384 / res, 512); no minibatch-stddev.
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import subprocess
