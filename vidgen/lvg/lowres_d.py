@@ -33,17 +33,13 @@ class LowResDConfig:
 
 
 class Conv3d(nn.Module):
-    """Equalised conv3d ('same' padding), optional [1, 3, 3, 1] / 8 low-pass decimation by 2 in
-    space and/or time, bias and leaky ReLU.
-
-    A decimating layer is the strided conv whose kernel is the conv kernel blurred by the
-    low-pass (5x3x3 -> 8x6x6, stride 2, zero padding (k + 1) // 2 on each decimated axis), as in
-    StyleGAN2's downsampling convs. It runs regrouped, with the same sums: the zero-padded
-    input is low-passed first (three shifted-view passes per axis, no padding after) and then
-    convolved with the original kernel at stride 2, which needs 6.4x fewer multiply-adds than
-    the blurred kernel for 5x3x3 and keeps the low-pass at the input size (METHODS.md 1.3
-    "halving space and time"). A 1x1x1 conv (the skip) takes the low-passed input at the
-    decimated positions only.
+    """Equalised conv3d ('same' zero padding), optional [1, 3, 3, 1] / 8 low-pass decimation by
+    2 in space and/or time, bias, leaky ReLU (gain sqrt(2)) and clamp, in the reference
+    implementation's order (LVG code, ``Conv3dLayer``): conv, then the low-pass with zero
+    padding 1 on each decimated axis and decimation, then bias, activation and clamp. The
+    low-pass sees zeros beyond the conv's output, so the edges differ from StyleGAN2's
+    blur-then-strided-conv. A 1x1x1 conv (the skip) commutes with the low-pass: it takes the
+    low-passed input at the decimated positions only.
     """
 
     def __init__(self, cin: int, cout: int, kt: int, ks: int, s_down: bool = False, t_down: bool = False,
@@ -58,7 +54,7 @@ class Conv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, C, T, H, W] or frames [N, C, H, W] (spatial-only layers, the same as conv2d)
         # -> [B, O, T', H', W']. The sqrt(2) gain of the leaky ReLU is folded into the weight
-        # and bias (lrelu(g z) = g lrelu(z) for g > 0), and the bias into the conv.
+        # and bias (lrelu(g z) = g lrelu(z) for g > 0), the low-pass's 1/8 per axis into the weight.
         frames = x.ndim == 4
         assert not (frames and (self.t_down or self.weight.shape[2] != 1)), "frames take spatial-only layers"
         ksize = self.weight.shape[3:] if frames else self.weight.shape[2:]
@@ -70,18 +66,16 @@ class Conv3d(nn.Module):
         w = w[:, :, 0] if frames else w
         b = None if self.bias is None else (self.bias * (LRELU_GAIN if self.act else 1.0)).to(x.dtype)
         conv = F.conv2d if frames else F.conv3d
-        if self.pointwise:  # low-pass at the kept positions only, then the 1x1 conv
-            x = binomial4_sum(x, dims, (1,) * len(dims), down=2)
-            y = conv(x, w, b)
+        if not dims:
+            y = conv(x, w, b, padding=tuple(k // 2 for k in ksize))
+        elif self.pointwise:  # low-pass at the kept positions only, then the 1x1 conv
+            y = conv(binomial4_sum(x, dims, (1,) * len(dims), down=2), w, b)
         else:
-            pads = tuple((k + 1) // 2 for d, k in zip(axes, ksize) if d in dims)
-            x = binomial4_sum(x, dims, pads) if dims else x
-            stride = tuple(2 if dn else 1 for dn in down)
-            padding = tuple(0 if dn else k // 2 for dn, k in zip(down, ksize))
-            y = conv(x, w, b, stride=stride, padding=padding)
-        if not self.act:
-            return y
-        y = F.leaky_relu(y, LRELU_SLOPE, inplace=True)
+            y = binomial4_sum(conv(x, w, padding=tuple(k // 2 for k in ksize)), dims, (1,) * len(dims), down=2)
+            if b is not None:
+                y = y + b.view(-1, *([1] * (y.ndim - 2)))
+        if self.act:
+            y = F.leaky_relu(y, LRELU_SLOPE, inplace=True)
         return y if self.clamp is None else clamp_symmetric(y, self.clamp)
 
 
@@ -94,7 +88,7 @@ class DBlock(nn.Module):
         self.from_rgb = Conv3d(3, cin, 1, 1, clamp=clamp) if rgb else None
         self.conv0 = Conv3d(cin, cin, kt, ks, clamp=clamp)
         self.conv1 = Conv3d(cin, cout, kt, ks, s_down, t_down, clamp=clamp)
-        self.skip = Conv3d(cin, cout, 1, 1, s_down, t_down, bias=False, act=False, clamp=clamp)
+        self.skip = Conv3d(cin, cout, 1, 1, s_down, t_down, bias=False, act=False, clamp=clamp)  # clamped too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.from_rgb is not None:

@@ -177,24 +177,30 @@ def load_real(path: str | Path, resolution: str | None = None) -> RealVideos:
                       resolution=resolution)
 
 
+def _is_checkpoint(p: Path) -> bool:
+    return (p / "state.json").is_file() or (p / "checkpoints").is_dir() or \
+        (p.is_file() and (p.parent / "state.json").is_file())
+
+
 def load_fake(spec: str) -> FakeVideos:
-    """`spec`: a folder of rendered videos, a checkpoint file (resolved through
-    `vidgen.render.stream.load_generator`), or `package.module:function` naming a callable
-    `generate(seed, num_frames) -> uint8 [T, H, W, 3]`."""
+    """`spec`: a folder of rendered videos, a run or checkpoint folder (sampled through its
+    family's `Family.sampler`, vidgen/registry.py), or `package.module:function` naming a
+    callable `generate(seed, num_frames) -> uint8 [T, H, W, 3]`."""
     p = Path(spec).expanduser()
+    if p.exists() and _is_checkpoint(p):
+        from vidgen import registry
+        from vidgen.train.checkpoint import read_checkpoint
+
+        c = read_checkpoint(p)
+        family = registry.get(c.family)
+        if not family.sampler:
+            raise VidgenError(f"{p}: a {c.family!r} checkpoint cannot be sampled on its own; render videos "
+                              "into a folder and pass that folder to --fake")
+        sampler = registry.resolve(family.sampler, f"family {c.family!r}")(c, "cpu")
+        return FakeVideos("checkpoint", str(c.path), generate=sampler.generate, checkpoint_step=c.step)
     if p.is_dir():
         videos, _ = open_video_folder(p)
         return FakeVideos("directory", str(p), videos=videos)
-    if p.is_file():
-        try:
-            from vidgen.render.stream import load_generator
-        except ImportError as exc:
-            raise VidgenError(f"{p}: evaluating a checkpoint needs vidgen.render.stream.load_generator, "
-                              "which is not available in this installation; render videos into a "
-                              "folder and pass that folder to --fake instead") from exc
-        generate = load_generator(p)
-        return FakeVideos("checkpoint", str(p), generate=generate,
-                          checkpoint_step=getattr(generate, "step", None))
     if ":" in spec and not p.exists():
         module, _, attr = spec.partition(":")
         try:
