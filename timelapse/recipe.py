@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,9 @@ class DataConfig:
     path: str = ""
     time_pattern: str = ""  # strftime pattern of the file names; "" = automatic
     skip: list[str] = field(default_factory=list)  # ranges of bad frames "FIRST:STOP" (capture order)
+    start: str = ""     # a time-lapse video: capture time of its first frame; "" = its creation time
+    interval: str = ""  # a time-lapse video: time between frames, e.g. "60s"; "" = not a video
+    align: bool = False  # register the frames of a raw folder / video and crop to the common area
 
 
 @dataclass
@@ -93,7 +97,8 @@ class TimelapseRecipe(Recipe):
     def __init__(self, cfg: TimelapseConfig, device: torch.device, dataset: TimelapseFrames | None = None):
         super().__init__(cfg, device)
         self.data = dataset or TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip,
-                                               cfg.data.time_pattern, cfg.time.lin_scale)
+                                               cfg.data.time_pattern, cfg.time.lin_scale, start=cfg.data.start,
+                                               interval=cfg.data.interval, align=cfg.data.align)
         axis = self.data.axis
         self.G = Generator(cfg.model, axis, self.data.rect).to(device)
         self.D = Discriminator(cfg.model, axis).to(device)
@@ -211,7 +216,9 @@ class TimelapseRecipe(Recipe):
             self.ada.step(step)
 
     def state_dict(self) -> dict:
-        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.data.axis.to_dict()}
+        # capture_seconds: the training frames' times, for equal-time evaluation (timelapse/family.py)
+        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.data.axis.to_dict(),
+               "capture_seconds": torch.from_numpy(np.asarray(self.data.seconds, dtype=np.float64))}
         if self.ada is not None:
             out["ada"] = self.ada.state_dict()
         return out
