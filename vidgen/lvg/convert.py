@@ -382,8 +382,8 @@ class LowResImporter:
             moments = sum(len(o["state"]) for o in optimizers.values())
             report.append(f"optimisers: Adam lr G {g_hyper['lr']:g}, D {d_hyper['lr'] / c:g} (x {k}/{k + 1} for "
                           f"the lazy R1 every {k} steps), betas {g_hyper['betas']}; moments of {moments} parameters")
-            report.append("not in the file: G_ema (the G_ema pickle of the same step holds it), EMA and R1 "
-                          "settings, augmentation (vidgen's defaults are used)")
+            report.append("not in the file: G_ema (the G_ema pickle of the same step holds it), the EMA settings, "
+                          "R1 gamma and augmentation (vidgen's defaults are used)")
         else:
             report.append("not in the file: the training clip length (data.clip_len keeps its default) and "
                           "the discriminator")
