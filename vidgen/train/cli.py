@@ -56,7 +56,7 @@ def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init
                    help="override one config key, e.g. engine.steps=1000 (repeatable)")
     p.add_argument("--resume", metavar="auto|PATH",
                    help="'auto': continue the newest run of this recipe under --out if any; "
-                        "PATH: a run folder or checkpoint folder")
+                        "PATH: a run folder or checkpoint folder (without --config its config is the base)")
     if with_init:
         p.add_argument("--init", dest="init_from", metavar="PATH",
                        help="start a new run from the networks (and compatible optimiser moments) of a run or "
@@ -75,13 +75,15 @@ def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
         overrides.append(f"engine.out_dir={args.out}")
     base = None
     init = getattr(args, "init_from", None)
-    if init and args.config is None:  # the config the init networks were built with
+    resume = args.resume if args.resume not in (None, "", "auto", "none") else None
+    source, flag = (init, "--init") if init else (resume, "--resume")
+    if source and args.config is None:  # the config the networks were built with
         from vidgen.config import config_from_dict
         from vidgen.train.checkpoint import read_checkpoint
 
-        c = read_checkpoint(init)
+        c = read_checkpoint(source)
         if c.family != recipe_cls.family:
-            raise ConfigError(f"--init {init}: a {c.family!r} checkpoint cannot start a {recipe_cls.family!r} run")
+            raise ConfigError(f"{flag} {source}: a {c.family!r} checkpoint cannot start a {recipe_cls.family!r} run")
         base = config_from_dict(recipe_cls.config_class, c.config)
     return load_config(recipe_cls.config_class, args.config, overrides, base=base)
 
