@@ -2,5 +2,6 @@
 
 from vidgen.registry import Family, register
 
-register(Family(name="timelapse", recipe="timelapse.recipe:TimelapseRecipe", kind="image",
+register(Family(name="timelapse", recipe="timelapse.recipe:TimelapseRecipe", importer="timelapse.importer:IMPORTER",
+                kind="image",
                 summary="time-lapse GAN conditioned on capture time"))

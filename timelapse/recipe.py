@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,7 +23,7 @@ from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_pen
 from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 from timelapse.frames import TimelapseFrames
 from timelapse.model import Discriminator, Generator, ModelConfig
-from timelapse.time import TimeNoise, d_noise, dequantize
+from timelapse.time import TimeAxis, TimeNoise, d_noise, dequant_sigmas, dequantize
 
 
 @dataclass
@@ -34,6 +35,11 @@ class DataConfig:
 
 @dataclass
 class TimeConfig:
+    # The time axis: t = 0 at ``start`` (epoch seconds, UTC), t = 1 after ``num_days`` days.
+    # num_days 0: from the data (00:00 UTC of the first capture day, the span rounded up to
+    # whole days); the run's config then records it, so --resume and --init keep it.
+    start: float = 0.0
+    num_days: int = 0
     lin_scale: float = 0.01  # c holds lin_scale * t
     dequantize: bool = True  # N(0, (0.5 * largest gap)^2) on every real and generated t
     d_noise_trend: float = 0.2  # D's view of t: trend sigma, fraction of the sequence
@@ -86,16 +92,36 @@ def reg_intervals(L: LossConfig, r1_gamma: float) -> dict[str, int]:
     return out
 
 
+def time_axis(tc: TimeConfig, data: TimelapseFrames | None) -> TimeAxis:
+    """The run's time axis: the config's when it has one, else the data's, which is then
+    written into the config. The data's times are normalised on the run's axis."""
+    if tc.num_days > 0:
+        axis = TimeAxis(float(tc.start), int(tc.num_days), tc.lin_scale)
+    elif data is not None:
+        axis = data.axis
+        tc.start, tc.num_days = float(axis.start), int(axis.num_days)
+    else:
+        raise ConfigError("timelapse: no time axis; give --data DIR (or time.start and time.num_days)")
+    if data is not None and data.axis != axis:  # e.g. fine-tuning an imported network on its sequence
+        data.axis = axis
+        data.t = axis.normalize(data.seconds).astype(np.float32)
+        data.sigma = dequant_sigmas(data.t).astype(np.float32)
+    return axis
+
+
 class TimelapseRecipe(Recipe):
     family = "timelapse"
     config_class = TimelapseConfig
 
     def __init__(self, cfg: TimelapseConfig, device: torch.device, dataset: TimelapseFrames | None = None):
         super().__init__(cfg, device)
-        self.data = dataset or TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip,
-                                               cfg.data.time_pattern, cfg.time.lin_scale)
-        axis = self.data.axis
-        self.G = Generator(cfg.model, axis, self.data.rect).to(device)
+        self.data = dataset
+        if self.data is None and cfg.data.path:
+            self.data = TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip, cfg.data.time_pattern,
+                                        cfg.time.lin_scale)
+        axis = time_axis(cfg.time, self.data)
+        rect = self.data.rect if self.data is not None else None
+        self.G = Generator(cfg.model, axis, rect).to(device)
         self.D = Discriminator(cfg.model, axis).to(device)
         self.pl = PathLengthRegularizer().to(device)
         L = cfg.loss
@@ -104,8 +130,9 @@ class TimelapseRecipe(Recipe):
         self.ada = AdaController(a.target, a.speed_kimg, a.interval, p_init=a.p, p_max=a.p_max) \
             if a.kind == "ada" else None
         self.ada_ops = AdaOps.preset(a.pipeline)
-        self.t_all = torch.as_tensor(self.data.t, device=device)
-        self.sigma_all = torch.as_tensor(self.data.sigma, device=device)
+        if self.data is not None:
+            self.t_all = torch.as_tensor(self.data.t, device=device)
+            self.sigma_all = torch.as_tensor(self.data.sigma, device=device)
         tn = cfg.time
         self.d_sigmas = TimeNoise(tn.d_noise_trend, tn.d_noise_year_days, tn.d_noise_day_days).sigmas(axis)
         res = cfg.model.resolution
@@ -136,6 +163,8 @@ class TimelapseRecipe(Recipe):
         return {"G": self.cfg.ema}
 
     def dataset(self) -> torch.utils.data.Dataset:
+        if self.data is None:
+            raise ConfigError("timelapse train needs --data DIR (a prepared dataset or a folder of time-stamped frames)")
         return self.data
 
     # --- pieces of the losses ------------------------------------------------------------
@@ -211,7 +240,7 @@ class TimelapseRecipe(Recipe):
             self.ada.step(step)
 
     def state_dict(self) -> dict:
-        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.data.axis.to_dict()}
+        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.G.axis.to_dict()}
         if self.ada is not None:
             out["ada"] = self.ada.state_dict()
         return out
