@@ -3,7 +3,8 @@
 One step: G (non-saturating loss, style mixing), Greg every 4 steps (path length, weight 2),
 D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). A regulariser whose
 weight is 0 has no phase, and its optimiser no lazy-regularisation compensation. Every real and
-generated t is dequantised; the discriminator additionally sees per-factor noise on t.
+generated t is dequantised (with ``time.dequantize_day`` false, except for its time of day);
+the discriminator additionally sees per-factor noise on t.
 Adaptive augmentation (ADA, target 0.6; the pipeline of ``augment.pipeline``, 'bgc' by default)
 is applied to everything D sees.
 """
@@ -23,7 +24,7 @@ from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_pen
 from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 from timelapse.frames import TimelapseFrames
 from timelapse.model import Discriminator, Generator, ModelConfig
-from timelapse.time import TimeAxis, TimeNoise, d_noise, dequant_sigmas, dequantize
+from timelapse.time import TimeAxis, TimeNoise, d_noise, dequant_sigmas, dequantize, factor_times
 
 
 @dataclass
@@ -42,6 +43,9 @@ class TimeConfig:
     num_days: int = 0
     lin_scale: float = 0.01  # c holds lin_scale * t
     dequantize: bool = True  # N(0, (0.5 * largest gap)^2) on every real and generated t
+    # False: the noise moves the trend and the year only; each frame keeps its exact time of
+    # day (for sequences sampled hours apart, where the noise would blur the daily phase)
+    dequantize_day: bool = True
     d_noise_trend: float = 0.2  # D's view of t: trend sigma, fraction of the sequence
     d_noise_year_days: float = 4.0
     d_noise_day_days: float = 0.0
@@ -172,16 +176,28 @@ class TimelapseRecipe(Recipe):
     def p(self) -> float:
         return self.ada.p if self.ada is not None else 0.0
 
+    def dequant(self, t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """t: [B] -> [B] or, when the time of day is kept exact, [B, F] (one t per factor)."""
+        tc = self.cfg.time
+        if not tc.dequantize:
+            return t
+        noisy = dequantize(t, sigma)
+        factors = self.G.axis.factors
+        if tc.dequantize_day or "day" not in factors:
+            return noisy
+        out = factor_times(noisy, len(factors)).clone()
+        out[:, factors.index("day")] = t
+        return out
+
     def real(self, micro):
         img, t, sigma = (x.to(self.device) for x in micro[:3])
-        t = t.to(img.dtype)
-        return img, (dequantize(t, sigma) if self.cfg.time.dequantize else t)
+        return img, self.dequant(t.to(img.dtype), sigma)
 
     def gen_times(self, n: int) -> torch.Tensor:
         """Generated t: capture times of random frames, dequantised like the real ones."""
         idx = torch.randint(len(self.t_all), (n,), device=self.t_all.device)
         t = self.t_all[idx]
-        return dequantize(t, self.sigma_all[idx]) if self.cfg.time.dequantize else t
+        return self.dequant(t, self.sigma_all[idx])
 
     def gen_ws(self, n: int, update_w_avg: bool = False) -> torch.Tensor:
         G = self.G
