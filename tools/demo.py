@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import subprocess
 import sys
@@ -35,12 +36,19 @@ TIMELAPSE_STEPS = 600  # the tiny preset: about 2 minutes on a 2-core CPU
 
 def run(cmd: list[str], log: list, tool: str = "vidgen") -> float:
     print(f"\n$ {tool} " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    t0 = time.time()
+    t0, cpu0 = time.time(), _children_cpu()
     module = {"vidgen": "vidgen", "timelapse": "timelapse.cli"}[tool]
     subprocess.run([sys.executable, "-m", module, *cmd], check=True, cwd=ROOT)
     dt = time.time() - t0
-    log.append({"command": f"{tool} " + " ".join(cmd), "seconds": round(dt, 1)})
+    # CPU seconds too: on a busy machine the wall time says more about the load than the work
+    log.append({"command": f"{tool} " + " ".join(cmd), "seconds": round(dt, 1),
+                "cpu_seconds": round(_children_cpu() - cpu0, 1)})
     return dt
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def newest_run(runs: Path, family: str) -> Path:
@@ -93,7 +101,8 @@ def main(argv=None) -> int:
     tl = timelapse_job(out, args, log)
 
     total = time.time() - t_start
-    summary = {"total_seconds": round(total, 1), "steps": log, "video": str(video),
+    summary = {"total_seconds": round(total, 1), "cpu_seconds": round(sum(s["cpu_seconds"] for s in log), 1),
+               "steps": log, "video": str(video),
                "contact_sheets": [str(out / "data_contact_sheet.png"), str(out / "video_contact_sheet.png")],
                "runs": str(runs), "timelapse": tl}
     (out / "demo.json").write_text(json.dumps(summary, indent=1))
