@@ -18,6 +18,11 @@ TRAIN_EPILOG = """examples:
   timelapse train --data ../shared/data/timelapse/vegas_webcam --config configs/timelapse/tiny.yaml
   timelapse train --data frames/ --config configs/timelapse/paper-512.yaml --skip 1200:1260 --resume auto
   timelapse train --data frames/ --config configs/timelapse/tiny.yaml --set engine.steps=50 --dry-run
+  timelapse train --data timelapse.mp4 --start 2023-06-13T03:11:46 --interval 60s --config configs/timelapse/tiny.yaml
+  timelapse train --data webcam/ --time-pattern '%Y_%m%d_%H%M0' --align --config configs/timelapse/tiny.yaml
+A time-lapse delivered as one video: frame i was captured at --start + i * --interval (without
+--start, the video's creation time). --align registers every frame to a reference frame and
+crops to the area all frames cover (a shaking or drifting webcam).
 """
 
 RENDER_EPILOG = """examples:
@@ -74,8 +79,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.skip:
         parse_skip(args.skip)  # a bad range is reported before anything loads
         args.overrides.append(f"data.skip={json.dumps(args.skip)}")
+    # text keys take the value as written (quoting it would put the quotes into the pattern)
     if args.time_pattern:
-        args.overrides.append(f"data.time_pattern={json.dumps(args.time_pattern)}")
+        args.overrides.append(f"data.time_pattern={args.time_pattern}")
+    if args.start:
+        args.overrides.append(f"data.start={args.start}")
+    if args.interval:
+        args.overrides.append(f"data.interval={args.interval}")
+    if args.align:
+        args.overrides.append("data.align=true")
     return run_recipe(TimelapseRecipe, args)
 
 
@@ -270,19 +282,41 @@ def _parser(sub, name, help_, epilog, func):
     return p
 
 
+DESCRIPTION = "Time-lapse GAN: train on time-stamped frames, re-render sequences, invert real frames, evaluate."
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `timelapse` script; `vidgen timelapse ...` has the same commands (see register)."""
+    parser = argparse.ArgumentParser(prog="timelapse", description=DESCRIPTION,
+                                     epilog="Run `timelapse COMMAND --help` for the options and examples of each.")
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return parser
+
+
+def register(subparsers) -> None:
+    """`vidgen timelapse train|render|invert|eval|inspect` (the same as the `timelapse` script)."""
+    p = subparsers.add_parser("timelapse", help="time-lapse GAN: train, render, invert, eval, inspect, import",
+                              description=DESCRIPTION,
+                              epilog="Run `vidgen timelapse COMMAND --help` for the options and examples of each.")
+    add_commands(p.add_subparsers(dest="timelapse_command", metavar="COMMAND"))
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def add_commands(sub) -> None:
     from vidgen.train.cli import add_train_arguments
 
-    parser = argparse.ArgumentParser(prog="timelapse", description="Time-lapse GAN: train on time-stamped frames, "
-                                     "re-render sequences, invert real frames, evaluate.",
-                                     epilog="Run `timelapse COMMAND --help` for the options and examples of each.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = _parser(sub, "train", "train on a folder of time-stamped frames or a prepared dataset", TRAIN_EPILOG, run_train)
     add_train_arguments(p, with_family=False)
     p.add_argument("--skip", action="append", default=[], metavar="A:B",
                    help="leave out frames A..B-1 (capture order; repeatable)")
     p.add_argument("--time-pattern", dest="time_pattern", default=None,
                    help="strftime pattern of the frame names, e.g. %%Y_%%m%%d_%%H%%M0 (default: automatic)")
+    p.add_argument("--start", metavar="TIME", default=None,
+                   help="--data is a video: capture time of its first frame (ISO 8601, UTC; default: its creation time)")
+    p.add_argument("--interval", metavar="DT", default=None,
+                   help="--data is a video: time between its frames, e.g. 60s, 15m, 1h")
+    p.add_argument("--align", action="store_true",
+                   help="register the frames to a reference frame and crop to the common area (shaky webcams)")
 
     p = _parser(sub, "render", "re-render a sequence with a trained generator", RENDER_EPILOG, run_render)
     p.add_argument("mode", nargs="?", choices=("stabilize", "sweep", "restyle", "grid", "stack", "real"))
@@ -342,7 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--skip", action="append", default=[], metavar="A:B")
     p.add_argument("--time-pattern", dest="time_pattern", default=None, help="strftime pattern of the frame names")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,9 @@ class DataConfig:
     path: str = ""
     time_pattern: str = ""  # strftime pattern of the file names; "" = automatic
     skip: list[str] = field(default_factory=list)  # ranges of bad frames "FIRST:STOP" (capture order)
+    start: str = ""     # a time-lapse video: capture time of its first frame; "" = its creation time
+    interval: str = ""  # a time-lapse video: time between frames, e.g. "60s"; "" = not a video
+    align: bool = False  # register the frames of a raw folder / video and crop to the common area
 
 
 @dataclass
@@ -122,7 +125,8 @@ class TimelapseRecipe(Recipe):
         self.data = dataset
         if self.data is None and cfg.data.path:
             self.data = TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip, cfg.data.time_pattern,
-                                        cfg.time.lin_scale)
+                                        cfg.time.lin_scale, start=cfg.data.start, interval=cfg.data.interval,
+                                        align=cfg.data.align)
         axis = time_axis(cfg.time, self.data)
         rect = self.data.rect if self.data is not None else None
         self.G = Generator(cfg.model, axis, rect).to(device)
@@ -257,6 +261,8 @@ class TimelapseRecipe(Recipe):
 
     def state_dict(self) -> dict:
         out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.G.axis.to_dict()}
+        if self.data is not None:  # the training frames' times, for equal-time evaluation (timelapse/family.py)
+            out["capture_seconds"] = torch.from_numpy(np.asarray(self.data.seconds, dtype=np.float64))
         if self.ada is not None:
             out["ada"] = self.ada.state_dict()
         return out
