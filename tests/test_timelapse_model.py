@@ -1,25 +1,82 @@
-"""Time-lapse GAN networks (METHODS.md 2): sizes, identity-at-init time modulation, masking."""
+"""Time-lapse GAN networks (METHODS.md 2): sizes, identity-at-init time modulation, masking,
+StyleGAN2 resampling."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from timelapse.model import Discriminator, Generator, ModelConfig, TimeStyle, summary
+from vidgen.nn.filters import upfirdn2d
+from timelapse.model import (Conv, Discriminator, Generator, ModelConfig, TimeStyle, fir_upconv, minibatch_std,
+                             modulated_upconv2d, summary, upsample2x)
 from timelapse.time import TimeAxis
 
 AXIS = TimeAxis(start=1.6e9 - (1.6e9 % 86400), num_days=1096)  # three years: trend, year, day
 TINY = ModelConfig(resolution=16, channel_base=256, channel_max=32, z_dim=16, w_dim=16, cond_mlp_layers=2)
 
 
-def test_reference_sizes_at_256():
-    G, D = Generator(ModelConfig(), AXIS), Discriminator(ModelConfig(), AXIS)
+@pytest.mark.parametrize("res, g, d, num_ws", [(256, 28_510_626, 31_231_104, 14), (1024, 28_848_652, 31_379_488, 18)])
+def test_reference_sizes(res, g, d, num_ws):
+    # the reference release's counts at its default settings (channel base 32768, max 512)
+    with torch.device("meta"):
+        G, D = Generator(ModelConfig(resolution=res), AXIS), Discriminator(ModelConfig(resolution=res), AXIS)
     s = summary(G, D)
-    assert s["num_ws"] == 14
-    assert s["G"] == pytest.approx(28.51e6, rel=0.01)
-    assert s["G.mapping"] == pytest.approx(0.53e6, rel=0.01)
-    assert s["D"] == pytest.approx(31.23e6, rel=0.01)
-    assert s["D.cond_mlp"] == pytest.approx(2.10e6, rel=0.01)
+    assert (s["G"], s["D"], s["num_ws"]) == (g, d, num_ws)
+    assert s["G.mapping"] == 525_312 and s["D.cond_mlp"] == 2_104_832
+
+
+FIR = [1 / 8, 3 / 8, 3 / 8, 1 / 8]
+
+
+def test_upsampling_is_zero_padded_fir():
+    # x2 by zero insertion and the [1, 3, 3, 1] filter, zeros beyond the borders (StyleGAN2)
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    y = upsample2x(x)
+    assert torch.allclose(y, upfirdn2d(x, FIR, up=2, padding=(2, 1), gain=2.0), atol=1e-12)
+    # not bilinear with replicated edges: the border rows lose the zero-padded quarter
+    assert not torch.allclose(y, F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+
+def test_upconv_is_conv_of_zero_inserted_input_then_filter():
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 4, 5, 6, dtype=torch.float64), torch.randn(3, 4, 3, 3, dtype=torch.float64)
+    u = torch.zeros(2, 4, 9, 11, dtype=torch.float64)
+    u[..., ::2, ::2] = x  # zero insertion
+    full = F.conv2d(F.pad(u, (2, 2, 2, 2)), w.flip(2, 3))  # w as a convolution kernel: [2H + 1, 2W + 1]
+    expect = upfirdn2d(full, FIR, padding=1, gain=2.0)
+    y = fir_upconv(x, w)
+    assert y.shape == (2, 3, 10, 12) and torch.allclose(y, expect, atol=1e-10)
+    # modulated and demodulated: per-sample input scales, unit-norm per output channel
+    s = torch.rand(2, 4, dtype=torch.float64) + 0.5
+    got = modulated_upconv2d(x, w, s)
+    for b in range(2):
+        wb = w * s[b][None, :, None, None]
+        wb = wb / wb.square().sum(dim=(1, 2, 3), keepdim=True).add(1e-8).sqrt()
+        assert torch.allclose(got[b:b + 1], fir_upconv(x[b:b + 1], wb), atol=1e-10)
+
+
+def test_downsampling_convs_filter_then_stride():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    conv = Conv(4, 5, 3, act=False, down=True).double()
+    expect = F.conv2d(upfirdn2d(x, FIR, padding=2), conv.weight * conv.gain, conv.bias, stride=2)
+    assert torch.allclose(conv(x), expect, atol=1e-10)
+    skip = Conv(4, 5, 1, act=False, down=True, bias=False).double()
+    expect = F.conv2d(upfirdn2d(x, FIR, down=2, padding=1), skip.weight * skip.gain)
+    assert torch.allclose(skip(x), expect, atol=1e-10)
+
+
+def test_minibatch_std_groups_interleave_like_stylegan2():
+    # sample i belongs to group i % (B / G); group size <= 0 takes the whole minibatch
+    x = torch.randn(8, 3, 2, 2)
+    y = minibatch_std(x, 4)[:, -1, 0, 0]
+    for i in range(8):
+        members = x[i % 2::2]
+        assert y[i] == pytest.approx(float(members.var(0, unbiased=False).add(1e-8).sqrt().mean()), rel=1e-5)
+    whole = minibatch_std(x, 0)[:, -1, 0, 0]
+    assert torch.allclose(whole, whole[0].expand(8)) and whole[0] == pytest.approx(
+        float(x.var(0, unbiased=False).add(1e-8).sqrt().mean()), rel=1e-5)
 
 
 def test_time_modulation_is_identity_at_init():

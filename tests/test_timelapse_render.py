@@ -199,3 +199,36 @@ def test_stabilize_holds_factors_in_a_layer_range_only(G):
     assert full.shape == part.shape and not np.array_equal(full, part)
     with pytest.raises(ConfigError, match="--layers"):
         rr.plan_stabilize(G, dates, 1, 12.0, layers=(3, 99))
+
+
+def test_depicted_instant_of_plans(G):
+    from timelapse.compare import depicted_seconds
+
+    dates = date_range("2021-06-01..2021-06-05", "1d", hour=7)  # 07:00 each day
+    plan = rr.plan_stabilize(G, dates, seed=0, hour=15.0)  # rendered at 15:00 of each date
+    assert np.allclose(depicted_seconds(G.axis, plan.t), dates + 8 * 3600, atol=1e-2)
+    sweep = rr.plan_sweep(G, "day", float(dates[0]), 4)  # one day from 00:00 of the base date
+    assert np.allclose(depicted_seconds(G.axis, sweep.t), dates[0] - 7 * 3600 + np.arange(4) * 6 * 3600, atol=1e-2)
+
+
+def test_cli_compare_real_puts_the_nearest_real_frame_beside(run_dir, tmp_path, capsys):
+    from timelapse.compare import NearestReal
+
+    frames = run_dir.parent.parent / "frames"
+    out = tmp_path / "cmp"  # a folder of pngs: exact pixels
+    assert main(["render", "stabilize", "-c", str(run_dir), "--dates", "2021-03-02..2021-03-06", "--hour", "10",
+                 "--compare-real", str(frames), "--out", str(out), "--device", "cpu"]) == 0
+    pngs = sorted(out.glob("*.png"))
+    from PIL import Image
+
+    got = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in pngs])
+    assert got.shape == (5, 16 + 16, 16 + 2 + 16, 3)  # label band over [generated | real]
+    real = NearestReal(frames, (16, 16))
+    instants = date_range("2021-03-02..2021-03-06", "1d", hour=10)
+    idx = real.nearest(instants)
+    assert all(np.abs(real.seconds[idx] - instants) <= np.abs(real.seconds[:, None] - instants).min(0) + 1e-6)
+    assert np.array_equal(got[:, 16:, 18:], real.frames(idx))
+    assert read_settings(out)["compare_real"] == str(frames)  # `render --from` repeats it
+    assert main(["render", "grid", "-c", str(run_dir), "--factor", "day", "--compare-real", str(frames),
+                 "--out", str(tmp_path / "g.png")]) == 2
+    assert "--compare-real" in capsys.readouterr().err

@@ -43,6 +43,19 @@ def test_conditioning_values_for_known_dates():
     assert axis.seconds(t)[0] == pytest.approx(when)
 
 
+def test_single_precision_phase_rounds_like_the_reference():
+    # float32 phase: (float32(2 pi) * float32(f)) * float32(t), as the reference release computes
+    # it; it differs from the float64 phase by the rounding of a phase of thousands of radians.
+    axis = TimeAxis(start=ts(2010, 1, 1), num_days=2225)
+    t = torch.rand(64, dtype=torch.float64)
+    c32, c64 = TimeFeatures(axis, "float32")(t.float()), TimeFeatures(axis, "float64")(t)
+    two_pi_f = torch.tensor(2 * math.pi, dtype=torch.float32) * torch.tensor(2225.0)
+    assert torch.equal(c32[:, 4], torch.cos(two_pi_f * t.float()))
+    assert torch.equal(c32[:, 1], torch.tensor(0.01, dtype=torch.float32) * t.float())
+    diff = float((c32.double() - c64).abs().max())
+    assert 1e-6 < diff < 2e-3
+
+
 def test_per_factor_and_per_layer_overrides():
     axis = TimeAxis.from_times([ts(2021, 1, 1), ts(2023, 1, 1)])
     feats = TimeFeatures(axis)

@@ -94,13 +94,23 @@ def test_discriminator_sees_per_factor_noise(frames_dir, monkeypatch):
 
 
 def test_generated_times_follow_dataset_with_dequantisation(frames_dir):
-    r = recipe(frames_dir)
-    torch.manual_seed(0)
-    t = r.gen_times(4000)
-    # every generated t lies near some capture time, within a few dequantisation sigmas
-    dist = (t[:, None] - r.t_all[None]).abs().min(1).values
-    assert float(dist.max()) < 4 * float(r.sigma_all.max())
-    assert float(t.std()) > 0.2  # spread over the sequence, not a few templates
+    for dequantize_day in (True, False):
+        r = recipe(frames_dir, f"time.dequantize_day={str(dequantize_day).lower()}")
+        torch.manual_seed(0)
+        t = r.gen_times(4000)
+        trend = t if t.ndim == 1 else t[:, 0]
+        # every generated t lies near some capture time, within a few dequantisation sigmas
+        dist = (trend[:, None] - r.t_all[None]).abs().min(1).values
+        assert float(dist.max()) < 4 * float(r.sigma_all.max()) and float(dist.mean()) > 0
+        assert float(trend.std()) > 0.2  # spread over the sequence, not a few templates
+        if dequantize_day:
+            assert t.ndim == 1
+        else:  # the time of day is a capture time's own; only trend (and year) moved
+            assert t.shape == (4000, 2)
+            assert float((t[:, 1:2] - r.t_all[None]).abs().min(1).values.max()) == 0.0
+            assert float((t[:, 0] - t[:, 1]).abs().mean()) > 0
+        img, t_real = r.real(next(iter(torch.utils.data.DataLoader(r.dataset(), batch_size=4))))
+        assert t_real.shape == ((4,) if dequantize_day else (4, 2))
 
 
 def test_letterbox_padding_and_skip(tmp_path):

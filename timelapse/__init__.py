@@ -3,5 +3,5 @@
 from vidgen.registry import Family, register
 
 register(Family(name="timelapse", recipe="timelapse.recipe:TimelapseRecipe",
-                sampler="timelapse.family:open_sampler", kind="image",
+                sampler="timelapse.family:open_sampler", importer="timelapse.importer:IMPORTER", kind="image",
                 summary="time-lapse GAN conditioned on capture time", group="timelapse"))

@@ -35,6 +35,7 @@ RENDER_EPILOG = """examples:
   timelapse render grid -c RUN --factor year --seeds 0,1,2 --frames 8 --out grid.png
   timelapse render stack -c RUN --dates 2021-03-01..2021-10-31 --out stack.png
   timelapse render real -c RUN --latents latents.safetensors --mode weather --out stabilised.mp4
+  timelapse render stabilize -c RUN --times-from frames/ --hour 12 --compare-real frames/ --out side_by_side.mp4
   timelapse render --from growth.mp4 --out again.mp4     (reproduce a render from its file)
 """
 
@@ -92,7 +93,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 # --- render ------------------------------------------------------------------------------------
 RENDER_KEYS = ("mode", "checkpoint", "dates", "every", "hour", "times_from", "skip", "seed", "seeds", "psi",
-               "year", "factor", "frames", "base", "interp", "latents", "real_mode", "fps", "stack_axis", "layers")
+               "year", "factor", "frames", "base", "interp", "latents", "real_mode", "fps", "stack_axis", "layers",
+               "compare_real")
 
 
 def parse_layers(text: str | None) -> tuple[int, int] | None:
@@ -157,6 +159,9 @@ def do_render(s: dict, out: str, device: str = "cpu", chunk: int = 16) -> Path:
     image = mode in ("grid", "stack")
     if image and Path(out).suffix.lower() != ".png":
         raise ConfigError(f"--out {out}: `render {mode}` makes one image; give a .png path")
+    if image and s.get("compare_real"):
+        raise ConfigError(f"--compare-real makes a video of generated and real frames; `render {mode}` makes one "
+                          "image (use stabilize, sweep, restyle or real)")
     if mode == "grid":
         plan = rr.plan_sweep(G, s["factor"], base, s["frames"], seeds, s.get("hour") or 12.0, s["psi"])
         frames = rr.render_all(G, plan, chunk)
@@ -167,14 +172,12 @@ def do_render(s: dict, out: str, device: str = "cpu", chunk: int = 16) -> Path:
                 rr.plan_stabilize(G, capture_seconds(s, G.axis), seeds[0], s.get("hour"), s["year"], False, s["psi"]))
         return save_png(out, stack_strip(rr.render_all(G, plan, chunk), axis=s.get("stack_axis", 1)), settings)
     if mode == "stabilize":
-        streams = rr.render(G, rr.plan_stabilize(G, capture_seconds(s, G.axis), seeds[0], s.get("hour"),
-                                                 s["year"], False, s["psi"], parse_layers(s.get("layers"))), chunk)
+        plans = [rr.plan_stabilize(G, capture_seconds(s, G.axis), seeds[0], s.get("hour"), s["year"], False, s["psi"],
+                                   parse_layers(s.get("layers")))]
     elif mode == "sweep":
-        streams = rr.render(G, rr.plan_sweep(G, s["factor"], base, s["frames"], seeds[:1], s.get("hour") or 12.0,
-                                             s["psi"]), chunk)
+        plans = [rr.plan_sweep(G, s["factor"], base, s["frames"], seeds[:1], s.get("hour") or 12.0, s["psi"])]
     elif mode == "restyle":
         plans = rr.plan_restyle(G, capture_seconds(s, G.axis), seeds, s.get("hour"), bool(s.get("interp")), s["psi"])
-        streams = rr.tiled(G, plans, chunk) if len(plans) > 1 else rr.render(G, plans[0], chunk)
     elif mode == "real":
         if not s.get("latents"):
             raise ConfigError("render real needs --latents FILE (from `timelapse invert`)")
@@ -182,9 +185,18 @@ def do_render(s: dict, out: str, device: str = "cpu", chunk: int = 16) -> Path:
         if not bool(latents["done"].all()):
             raise VidgenError(f"{s['latents']}: the inversion is unfinished; rerun `timelapse invert` to complete it")
         seed = seeds[0] if s.get("seeds") else None
-        streams = rr.render(G, rr.plan_real(G, latents, s.get("real_mode") or "weather", seed, s.get("hour")), chunk)
+        plans = [rr.plan_real(G, latents, s.get("real_mode") or "weather", seed, s.get("hour"))]
     else:
         raise ConfigError(f"unknown render mode {mode!r}; choose one of {', '.join(rr.MODES)}")
+    if s.get("compare_real"):
+        from timelapse.compare import depicted_seconds, open_real, with_real
+
+        x0, y0, x1, y1 = (int(v) for v in G.out_rect)
+        real = open_real(s["compare_real"], (y1 - y0, x1 - x0))
+        parts = zip(*(rr.render(G, p, chunk) for p in plans))
+        streams = with_real((list(p) for p in parts), depicted_seconds(G.axis, plans[0].t), real)
+    else:
+        streams = rr.tiled(G, plans, chunk) if len(plans) > 1 else rr.render(G, plans[0], chunk)
     with open_writer(out, s.get("fps") or 12, settings) as writer:
         for frames in streams:
             writer.append(frames)
@@ -329,6 +341,8 @@ def add_commands(sub) -> None:
     p.add_argument("--latents", metavar="FILE", help="real: output of `timelapse invert`")
     p.add_argument("--mode", dest="real_mode", choices=("weather", "hour"), default=None,
                    help="real: one weather for all frames, or each frame at --hour")
+    p.add_argument("--compare-real", dest="compare_real", metavar="DIR",
+                   help="put the real frame of DIR nearest in time beside each generated frame")
     p.add_argument("--fps", type=float, default=12.0)
     p.add_argument("--stack-axis", dest="stack_axis", type=int, default=1, choices=(0, 1))
     p.add_argument("--device", default="auto")

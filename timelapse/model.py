@@ -9,18 +9,27 @@ the valid rectangle of padded (non-square) frames.
 Discriminator: StyleGAN2 residual D; projection conditioning
 ``logit = <features, cmap> / sqrt(cmap_dim)`` with ``cmap`` from an embedding of c followed by
 an 8-layer MLP.
+
+Resampling is StyleGAN2's (Karras et al. 2020, appendix B): the separable [1, 3, 3, 1] filter
+with zero padding at the borders. An upsampling conv is a stride-2 transposed conv followed by
+the filter (x2 gain per axis); a downsampling conv filters first and then convolves with
+stride 2; the image skip path is upsampled by zero insertion and the same filter. These are
+the reference's functions, so published weights give the reference's images
+(docs/TIMELAPSE.md, "Parity with the reference").
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from vidgen.nn.filters import binomial4_sum
 from vidgen.nn.style import FullyConnected, MappingNetwork, lrelu_gain, modulated_conv2d
 from timelapse.time import TimeAxis, TimeFeatures
 
@@ -37,23 +46,57 @@ class ModelConfig:
     cmap_dim: int = 0  # 0: channels at 4x4
     time_lr: float = 1.0  # learning-rate multiplier of L
     cond_lr: float = 0.01  # learning-rate multiplier of D's conditioning MLP (StyleGAN2-ADA mapping)
-    mbstd_group: int = 4
+    mbstd_group: int = 4  # <= 0: the whole minibatch
     conv_clamp: float = 256.0  # 0: off
     img_channels: int = 3
+    # float64: the Fourier phase 2 pi f t in double precision; float32: in single precision,
+    # rounded as the reference release computes it (set for imported networks)
+    time_phase: Literal["float64", "float32"] = "float64"
 
 
 def channels(cfg: ModelConfig, res: int) -> int:
     return min(cfg.channel_base // res, cfg.channel_max)
 
 
+W_AVG_BETA = 0.998  # decay of the tracked average w (StyleGAN2)
+
+
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
-    # bilinear x2 (align_corners=False) is the separable [1, 3, 3, 1] / 4 upsampling filter.
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    """x2 upsampling by zero insertion and the [1, 3, 3, 1] filter (gain 2 per axis), zero
+    padded: y[2m] = x[m-1]/4 + 3x[m]/4, y[2m+1] = 3x[m]/4 + x[m+1]/4 with x[-1] = x[H] = 0.
+    x: [B, C, H, W] -> [B, C, 2H, 2W]."""
+    for d in (2, 3):
+        xp = F.pad(x, (1, 1) if d == 3 else (0, 0, 1, 1))
+        n = x.shape[d]
+        prev, mid, nxt = xp.narrow(d, 0, n), xp.narrow(d, 1, n), xp.narrow(d, 2, n)
+        even, odd = torch.lerp(mid, prev, 0.25), torch.lerp(mid, nxt, 0.25)
+        x = torch.stack([even, odd], dim=d + 1).flatten(d, d + 1)
+    return x
 
 
-def downsample2x(x: torch.Tensor) -> torch.Tensor:
-    # antialiased bilinear x0.5 is the separable [1, 3, 3, 1] / 8 filter followed by stride 2.
-    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+def fir_upconv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """3x3 conv of the x2-upsampled x: a stride-2 transposed conv with ``weight`` (used as a
+    convolution kernel, as the reference does), then the [1, 3, 3, 1] filter with gain 4.
+    x: [B, I, H, W]; weight: [O, I, k, k] -> [B, O, 2H, 2W]."""
+    k = weight.shape[-1]
+    y = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # [B, O, 2H + k - 2, ...]
+    p = 1 - (k - 3) // 2  # filter padding that leaves 2H samples: 1 for k = 3
+    return binomial4_sum(y, (2, 3), (p, p)) * (1 / 16)
+
+
+def fir_downsample(x: torch.Tensor, pad: int, down: int = 1) -> torch.Tensor:
+    """[1, 3, 3, 1] / 8 per axis with ``pad`` zeros on each side, every ``down``-th output.
+    x: [B, C, H, W]."""
+    return binomial4_sum(x, (2, 3), (pad, pad), down) * (1 / 64)
+
+
+def modulated_upconv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Modulated, demodulated 3x3 conv with x2 upsampling (StyleGAN2 eq. 1-3 with the
+    resampling above). x: [B, I, H, W]; weight: [O, I, 3, 3]; styles: [B, I] -> [B, O, 2H, 2W]."""
+    y = fir_upconv(x * styles.to(x.dtype)[:, :, None, None], weight.to(x.dtype))
+    w2 = weight.square().sum(dim=(2, 3))  # [O, I]
+    d = (styles.square() @ w2.t().to(styles.dtype) + eps).rsqrt()  # [B, O]
+    return y * d.to(y.dtype)[:, :, None, None]
 
 
 class TimeStyle(nn.Module):
@@ -84,9 +127,11 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, c: torch.Tensor, noise: torch.Tensor | str) -> torch.Tensor:
         # x: [B, cin, r, r] (r = res / 2 when up) -> [B, cout, res, res]
+        styles = self.style(w, c)
         if self.up:
-            x = upsample2x(x)
-        x = modulated_conv2d(x, self.weight, self.style(w, c), padding=1)
+            x = modulated_upconv2d(x, self.weight, styles)
+        else:
+            x = modulated_conv2d(x, self.weight, styles, padding=1)
         if isinstance(noise, torch.Tensor):  # [B, 1, res, res], already unit variance
             x = x + noise.to(x.dtype) * self.noise_strength
         elif noise == "random":
@@ -120,7 +165,7 @@ class Generator(nn.Module):
         R = cfg.resolution
         assert R >= 4 and R & (R - 1) == 0, "resolution must be a power of two"
         self.cfg = cfg
-        self.time = TimeFeatures(axis)
+        self.time = TimeFeatures(axis, cfg.time_phase)
         c_dim = self.time.c_dim
         self.res_list = [2 ** i for i in range(2, int(math.log2(R)) + 1)]
         self.num_ws = 2 * len(self.res_list)  # 1 conv at 4x4, 2 per higher block, plus the last ToRGB
@@ -150,7 +195,7 @@ class Generator(nn.Module):
         w = self.mapping(z)
         if update_w_avg:
             with torch.no_grad():
-                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, 0.995))
+                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, W_AVG_BETA))
         if psi != 1.0:
             w = self.w_avg.to(w.dtype).lerp(w, psi)
         return repeat(w, "b d -> b l d", l=self.num_ws)
@@ -193,7 +238,8 @@ class Generator(nn.Module):
 
 
 class Conv(nn.Module):
-    """Equalised conv with optional 2x downsampling (filter first, then conv) and leaky ReLU."""
+    """Equalised conv with optional 2x downsampling and leaky ReLU. Downsampling filters first
+    (zero padding) and then convolves with stride 2; a 1x1 conv is applied after decimating."""
 
     def __init__(self, cin: int, cout: int, k: int, act: bool = True, down: bool = False, bias: bool = True,
                  clamp: float | None = None):
@@ -204,10 +250,15 @@ class Conv(nn.Module):
         self.act, self.down, self.pad, self.clamp = act, down, k // 2, clamp
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        if self.down:
-            x = downsample2x(x)
+        # x: [B, cin, H, W] -> [B, cout, H', W'] (H' = H / 2 when down)
         b = None if self.bias is None else self.bias.to(x.dtype)
-        x = F.conv2d(x, (self.weight * self.gain).to(x.dtype), b, padding=self.pad)
+        w = (self.weight * self.gain).to(x.dtype)
+        if not self.down:
+            x = F.conv2d(x, w, b, padding=self.pad)
+        elif self.pad == 0:  # 1x1: decimate, then convolve
+            x = F.conv2d(fir_downsample(x, 1, down=2), w, b)
+        else:  # k x k: filter with k - 1 zeros a side, then a strided conv (H + 1 -> H / 2 for k = 3)
+            x = F.conv2d(fir_downsample(x, self.pad + 1), w, b, stride=2)
         if self.act:
             return lrelu_gain(x, gain=math.sqrt(2) * gain, clamp=None if self.clamp is None else self.clamp * gain)
         return x * gain
@@ -231,7 +282,7 @@ class DBlock(nn.Module):
 def minibatch_std(x: torch.Tensor, group: int) -> torch.Tensor:
     """Append the std over groups of samples as one extra channel. x: [B, C, H, W]."""
     B, C, H, W = x.shape
-    G = min(group, B)
+    G = B if group <= 0 else min(group, B)  # group <= 0: the whole minibatch
     while B % G:
         G -= 1
     y = rearrange(x, "(g n) c h w -> g n c h w", g=G).float()
@@ -248,7 +299,7 @@ class Discriminator(nn.Module):
         R = cfg.resolution
         clamp = cfg.conv_clamp or None
         self.cfg = cfg
-        self.time = TimeFeatures(axis)
+        self.time = TimeFeatures(axis, cfg.time_phase)
         res_list = [2 ** i for i in range(int(math.log2(R)), 2, -1)]
         self.blocks = nn.ModuleList(
             DBlock(0 if res == R else channels(cfg, res), channels(cfg, res), channels(cfg, res // 2),

@@ -3,7 +3,8 @@
 One step: G (non-saturating loss, style mixing), Greg every 4 steps (path length, weight 2),
 D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). A regulariser whose
 weight is 0 has no phase, and its optimiser no lazy-regularisation compensation. Every real and
-generated t is dequantised; the discriminator additionally sees per-factor noise on t.
+generated t is dequantised (with ``time.dequantize_day`` false, except for its time of day);
+the discriminator additionally sees per-factor noise on t.
 Adaptive augmentation (ADA, target 0.6; the pipeline of ``augment.pipeline``, 'bgc' by default)
 is applied to everything D sees.
 """
@@ -23,7 +24,7 @@ from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_pen
 from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 from timelapse.frames import TimelapseFrames
 from timelapse.model import Discriminator, Generator, ModelConfig
-from timelapse.time import TimeNoise, d_noise, dequantize
+from timelapse.time import TimeAxis, TimeNoise, d_noise, dequant_sigmas, dequantize, factor_times
 
 
 @dataclass
@@ -38,8 +39,16 @@ class DataConfig:
 
 @dataclass
 class TimeConfig:
+    # The time axis: t = 0 at ``start`` (epoch seconds, UTC), t = 1 after ``num_days`` days.
+    # num_days 0: from the data (00:00 UTC of the first capture day, the span rounded up to
+    # whole days); the run's config then records it, so --resume and --init keep it.
+    start: float = 0.0
+    num_days: int = 0
     lin_scale: float = 0.01  # c holds lin_scale * t
     dequantize: bool = True  # N(0, (0.5 * largest gap)^2) on every real and generated t
+    # False: the noise moves the trend and the year only; each frame keeps its exact time of
+    # day (for sequences sampled hours apart, where the noise would blur the daily phase)
+    dequantize_day: bool = True
     d_noise_trend: float = 0.2  # D's view of t: trend sigma, fraction of the sequence
     d_noise_year_days: float = 4.0
     d_noise_day_days: float = 0.0
@@ -90,17 +99,37 @@ def reg_intervals(L: LossConfig, r1_gamma: float) -> dict[str, int]:
     return out
 
 
+def time_axis(tc: TimeConfig, data: TimelapseFrames | None) -> TimeAxis:
+    """The run's time axis: the config's when it has one, else the data's, which is then
+    written into the config. The data's times are normalised on the run's axis."""
+    if tc.num_days > 0:
+        axis = TimeAxis(float(tc.start), int(tc.num_days), tc.lin_scale)
+    elif data is not None:
+        axis = data.axis
+        tc.start, tc.num_days = float(axis.start), int(axis.num_days)
+    else:
+        raise ConfigError("timelapse: no time axis; give --data DIR (or time.start and time.num_days)")
+    if data is not None and data.axis != axis:  # e.g. fine-tuning an imported network on its sequence
+        data.axis = axis
+        data.t = axis.normalize(data.seconds).astype(np.float32)
+        data.sigma = dequant_sigmas(data.t).astype(np.float32)
+    return axis
+
+
 class TimelapseRecipe(Recipe):
     family = "timelapse"
     config_class = TimelapseConfig
 
     def __init__(self, cfg: TimelapseConfig, device: torch.device, dataset: TimelapseFrames | None = None):
         super().__init__(cfg, device)
-        self.data = dataset or TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip,
-                                               cfg.data.time_pattern, cfg.time.lin_scale, start=cfg.data.start,
-                                               interval=cfg.data.interval, align=cfg.data.align)
-        axis = self.data.axis
-        self.G = Generator(cfg.model, axis, self.data.rect).to(device)
+        self.data = dataset
+        if self.data is None and cfg.data.path:
+            self.data = TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip, cfg.data.time_pattern,
+                                        cfg.time.lin_scale, start=cfg.data.start, interval=cfg.data.interval,
+                                        align=cfg.data.align)
+        axis = time_axis(cfg.time, self.data)
+        rect = self.data.rect if self.data is not None else None
+        self.G = Generator(cfg.model, axis, rect).to(device)
         self.D = Discriminator(cfg.model, axis).to(device)
         self.pl = PathLengthRegularizer().to(device)
         L = cfg.loss
@@ -109,8 +138,9 @@ class TimelapseRecipe(Recipe):
         self.ada = AdaController(a.target, a.speed_kimg, a.interval, p_init=a.p, p_max=a.p_max) \
             if a.kind == "ada" else None
         self.ada_ops = AdaOps.preset(a.pipeline)
-        self.t_all = torch.as_tensor(self.data.t, device=device)
-        self.sigma_all = torch.as_tensor(self.data.sigma, device=device)
+        if self.data is not None:
+            self.t_all = torch.as_tensor(self.data.t, device=device)
+            self.sigma_all = torch.as_tensor(self.data.sigma, device=device)
         tn = cfg.time
         self.d_sigmas = TimeNoise(tn.d_noise_trend, tn.d_noise_year_days, tn.d_noise_day_days).sigmas(axis)
         res = cfg.model.resolution
@@ -141,6 +171,8 @@ class TimelapseRecipe(Recipe):
         return {"G": self.cfg.ema}
 
     def dataset(self) -> torch.utils.data.Dataset:
+        if self.data is None:
+            raise ConfigError("timelapse train needs --data DIR (a prepared dataset or a folder of time-stamped frames)")
         return self.data
 
     # --- pieces of the losses ------------------------------------------------------------
@@ -148,16 +180,28 @@ class TimelapseRecipe(Recipe):
     def p(self) -> float:
         return self.ada.p if self.ada is not None else 0.0
 
+    def dequant(self, t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """t: [B] -> [B] or, when the time of day is kept exact, [B, F] (one t per factor)."""
+        tc = self.cfg.time
+        if not tc.dequantize:
+            return t
+        noisy = dequantize(t, sigma)
+        factors = self.G.axis.factors
+        if tc.dequantize_day or "day" not in factors:
+            return noisy
+        out = factor_times(noisy, len(factors)).clone()
+        out[:, factors.index("day")] = t
+        return out
+
     def real(self, micro):
         img, t, sigma = (x.to(self.device) for x in micro[:3])
-        t = t.to(img.dtype)
-        return img, (dequantize(t, sigma) if self.cfg.time.dequantize else t)
+        return img, self.dequant(t.to(img.dtype), sigma)
 
     def gen_times(self, n: int) -> torch.Tensor:
         """Generated t: capture times of random frames, dequantised like the real ones."""
         idx = torch.randint(len(self.t_all), (n,), device=self.t_all.device)
         t = self.t_all[idx]
-        return dequantize(t, self.sigma_all[idx]) if self.cfg.time.dequantize else t
+        return self.dequant(t, self.sigma_all[idx])
 
     def gen_ws(self, n: int, update_w_avg: bool = False) -> torch.Tensor:
         G = self.G
@@ -216,9 +260,9 @@ class TimelapseRecipe(Recipe):
             self.ada.step(step)
 
     def state_dict(self) -> dict:
-        # capture_seconds: the training frames' times, for equal-time evaluation (timelapse/family.py)
-        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.data.axis.to_dict(),
-               "capture_seconds": torch.from_numpy(np.asarray(self.data.seconds, dtype=np.float64))}
+        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.G.axis.to_dict()}
+        if self.data is not None:  # the training frames' times, for equal-time evaluation (timelapse/family.py)
+            out["capture_seconds"] = torch.from_numpy(np.asarray(self.data.seconds, dtype=np.float64))
         if self.ada is not None:
             out["ada"] = self.ada.state_dict()
         return out

@@ -86,7 +86,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     na, nb = a / a.norm(), b / b.norm()
     omega = torch.arccos((na * nb).sum().clamp(-1 + 1e-7, 1 - 1e-7))
     u = u[:, None]
-    return (torch.sin((1 - u) * omega) * a + torch.sin(u * omega) * b) / torch.sin(omega)
+    mid = (torch.sin((1 - u) * omega) * a + torch.sin(u * omega) * b) / torch.sin(omega)
+    return torch.where(u == 0, a, torch.where(u == 1, b, mid))  # the seeds' own latents at the ends
 
 
 def factor_t(axis: TimeAxis, trend, year, day) -> torch.Tensor:
