@@ -14,6 +14,7 @@ stream (``vidgen.data.sampler.InfiniteSampler``) through :func:`make_loader`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 from dataclasses import dataclass
@@ -55,6 +56,17 @@ def pick_device(pref: str, local_rank: int = 0) -> torch.device:
     raise ConfigError(f"engine.device must be auto, cpu or cuda; got {pref!r}")
 
 
+# Modules of torch that bind ``group.WORLD`` as a default argument when they are imported.
+# torch.distributed.nn.functional comes in with torch._dynamo, which the first optimiser
+# imports. Imported after init_process_group, they hold the group, so destroy_process_group
+# cannot free it: its gloo threads then outlive training and are torn down during interpreter
+# exit in no fixed order, which now and then aborts a rank with "terminate called without an
+# active exception" (exit -6) after a successful run. Imported before, they bind None.
+_BIND_WORLD_AT_IMPORT = ("torch._dynamo", "torch.distributed.nn.functional",
+                         "torch.distributed.optim.zero_redundancy_optimizer",
+                         "torch.distributed.fsdp.sharded_grad_scaler")
+
+
 def init_distributed(device_pref: str = "auto") -> DistInfo:
     """Join the torchrun process group when ``WORLD_SIZE > 1``; else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -62,6 +74,8 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_pref, local_rank)
     if world > 1 and not dist.is_initialized():
+        for name in _BIND_WORLD_AT_IMPORT:
+            importlib.import_module(name)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -69,8 +83,28 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Destroy the process group (its communication threads stop here, not at exit)."""
     if info.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def backend_threads() -> list[str]:
+    """Names of this process's threads that belong to a process-group backend (gloo, nccl);
+    empty once the group is destroyed. Linux only (an empty list elsewhere)."""
+    names = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return names
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if "gloo" in name or "nccl" in name.lower():
+            names.append(name)
+    return sorted(names)
 
 
 def broadcast_module(module: nn.Module, info: DistInfo) -> None:
@@ -212,11 +246,33 @@ class _PositionSeeded(torch.utils.data.Dataset):
                 random.setstate(saved[2])
 
 
-def make_loader(dataset, cfg, info: DistInfo, consumed: int):
+class Batches:
+    """An infinite iterator of batches whose :meth:`close` stops the loader's worker processes
+    at once (instead of whenever the iterator happens to be garbage-collected)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self._it = iter(loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._it is None:
+            raise RuntimeError("the batch iterator is closed")
+        return next(self._it)
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        stop = getattr(it, "_shutdown_workers", None)  # the multi-process iterator's own cleanup
+        if stop is not None:
+            stop()
+
+
+def make_loader(dataset, cfg, info: DistInfo, consumed: int) -> Batches:
     """This rank's infinite iterator of batches of ``cfg.batch / world_size`` samples (``cfg``:
     the EngineConfig), starting after ``consumed`` samples of all ranks together. Items are
     drawn as described in :class:`_PositionSeeded`, so resume is exact for any dataset whose
-    item depends only on its index and the RNGs."""
+    item depends only on its index and the RNGs. Close it when done."""
     from vidgen.data.sampler import InfiniteSampler
 
     sampler = InfiniteSampler(len(dataset), seed=cfg.seed, rank=info.rank, world_size=info.world_size,
@@ -227,4 +283,4 @@ def make_loader(dataset, cfg, info: DistInfo, consumed: int):
         pin_memory=info.device.type == "cuda", drop_last=True,
         generator=torch.Generator().manual_seed(rank_seed(cfg.seed, info.rank)),  # global RNG untouched
         persistent_workers=cfg.workers > 0)
-    return iter(loader)
+    return Batches(loader)

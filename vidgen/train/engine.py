@@ -255,7 +255,10 @@ def _resume_source(recipe: Recipe, ecfg: EngineConfig, resume: str | None) -> Pa
 def train(recipe_cls: type[Recipe], cfg: Any, resume: str | None = None) -> Path:
     """Train ``recipe_cls`` with ``cfg``; ``resume`` is None, "auto" (the newest run of this
     recipe under ``engine.out_dir``, or a fresh one) or a run / checkpoint folder. Returns the
-    run folder."""
+    run folder.
+
+    Teardown, on success and on error alike: the loader workers and the logger first (they
+    belong to this rank alone), then the process group, whose threads end there."""
     info = init_distributed(cfg.engine.device)
     try:
         return _train(recipe_cls, cfg, resume, info)
@@ -337,6 +340,8 @@ class Run:
         self.tick_start, self.tick_step = now, tr.step
 
     def close(self) -> None:
+        """Stop this rank's loader workers and logger threads (no communication involved)."""
+        self.data.close()
         self.log.close()
 
 

@@ -130,8 +130,14 @@ class TrainLogger:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+            with tqdm.get_lock():  # tqdm keeps its monitor thread after the last bar closes
+                if not tqdm._instances and tqdm.monitor is not None:
+                    tqdm.monitor.exit()
+                    tqdm.monitor = None
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 def save_samples(media: torch.Tensor, folder: Path, step: int, fps: float = 8.0) -> Path:
