@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidgen.config import PositiveFloat
 from vidgen.errors import ConfigError
 from vidgen.train.ada import AdaController, AdaOps, AdaPipeline, ada_augment
 from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
@@ -43,7 +44,7 @@ class TimeConfig:
 
 @dataclass
 class LossConfig:
-    lr: float = 0.002
+    lr: PositiveFloat = 0.002
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = -1.0  # < 0: (resolution / 256)^2
     r1_interval: int = 16

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
+
+from vidgen.config import AllowInf
 
 
 @dataclass
@@ -26,7 +28,7 @@ class SamplerConfig:
     rho: float = 7.0
     churn: float = 0.0  # S_churn; > 0 makes the sampler stochastic (EDM algorithm 2)
     s_tmin: float = 0.0
-    s_tmax: float = math.inf
+    s_tmax: Annotated[float, AllowInf] = math.inf
     s_noise: float = 1.0
     guidance: float = 1.0  # w; 1 = no guidance
     interval: tuple[float, float] | None = None  # guide only when sigma in (lo, hi]
