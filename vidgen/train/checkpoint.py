@@ -43,14 +43,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
 from vidgen.fileio import atomic_dir, sha256_file, write_safetensors
-from vidgen.errors import VidgenError
+from vidgen.train.sidecar import (CheckpointError, allow_nonfinite, check_resume_fields,  # noqa: F401 (re-exported)
+                                  check_state_fields, load_network_state, refuse_nonfinite)
 
 FORMAT = "vidgen-checkpoint-1"
+FILES = ("networks.safetensors", "train.safetensors")
 _STEP_DIR = re.compile(r"^step-(\d{9})$")
-
-
-class CheckpointError(VidgenError):
-    """A checkpoint that is missing, truncated, corrupted or not in vidgen's format."""
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -170,7 +168,8 @@ class Checkpoint:
         return list(self.state.get("networks", []))
 
     def network_state(self, name: str) -> dict[str, torch.Tensor]:
-        """State dict of one network or EMA copy (e.g. ``"G_ema"``), on CPU."""
+        """State dict of one network or EMA copy (e.g. ``"G_ema"``), on CPU. Non-finite
+        weights are refused (see :func:`vidgen.train.sidecar.allow_nonfinite`)."""
         if name not in self.network_names:
             raise CheckpointError(f"{self.path} has no network {name!r}; it has: {', '.join(self.network_names)}")
         prefix = name + "/"
@@ -179,7 +178,15 @@ class Checkpoint:
             for key in f.keys():
                 if key.startswith(prefix):
                     out[key[len(prefix):]] = f.get_tensor(key)
+        if not out:
+            raise CheckpointError(f"{self.path}: state.json lists network {name!r} but networks.safetensors "
+                                  "holds none of its tensors")
+        refuse_nonfinite(out, f"{self.path} (network {name!r})")
         return out
+
+    def load_network(self, net: torch.nn.Module, name: str) -> None:
+        """Load network ``name`` into ``net``, checking names, shapes and finiteness."""
+        load_network_state(net, self.network_state(name), f"{self.path} (network {name!r})")
 
     def train_tensors(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / "train.safetensors"))
@@ -200,6 +207,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{state_file} is not a {FORMAT} state file")
     if state.get("checksum") != _body_checksum(state):
         raise CheckpointError(f"{state_file} is corrupted (checksum mismatch)")
+    check_state_fields(state, str(state_file), FILES)
     for name, info in state["files"].items():
         f = path / name
         if not f.is_file():
@@ -232,12 +240,17 @@ def _locate(path: Path) -> tuple[Path, dict[str, Any] | None]:
     ckpts = list_checkpoints(path)
     if not ckpts:
         raise CheckpointError(f"{path} holds no checkpoints (expected {path}/checkpoints/step-*/)")
+    bad = []
     for ckpt in reversed(ckpts):
         try:
-            return ckpt, verify_checkpoint(ckpt)
+            state = verify_checkpoint(ckpt)
         except CheckpointError as exc:
-            warnings.warn(f"skipping bad checkpoint: {exc}", stacklevel=3)
-    raise CheckpointError(f"{path}: every checkpoint is truncated or corrupted; start a new run")
+            bad.append(str(exc))
+            continue
+        for reason in bad:  # said only when an older checkpoint is used instead
+            warnings.warn(f"skipping bad checkpoint: {reason}", stacklevel=3)
+        return ckpt, state
+    raise CheckpointError(f"{path}: every checkpoint is damaged (the newest: {bad[0]}); start a new run")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -251,7 +264,16 @@ def read_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
     checksums are checked (CheckpointError if it is damaged)."""
     folder, state = _locate(Path(path))
     if state is None:
-        state = verify_checkpoint(folder) if verify else json.loads((folder / "state.json").read_text())
+        if verify:
+            state = verify_checkpoint(folder)
+        else:
+            try:
+                state = json.loads((folder / "state.json").read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"{folder / 'state.json'} is truncated or corrupted ({exc})") from None
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{folder / 'state.json'} is not a {FORMAT} state file")
+            check_state_fields(state, str(folder / "state.json"), FILES)
     return Checkpoint(folder, state)
 
 

@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vidgen.errors import ConfigError
+from vidgen.argtypes import resolve_device
+from vidgen.errors import ConfigError, VidgenError
 
 
 @dataclass
@@ -45,15 +46,24 @@ class DistInfo:
 
 
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("engine.device is 'cuda' but no CUDA device is available; use engine.device=cpu")
+    """The device of engine.device (``auto``, ``cpu``, ``cuda``); each rank takes its own GPU."""
+    try:
+        device = resolve_device(pref, "engine.device")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if pref == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"engine.device must be auto, cpu or cuda; got {pref!r}")
+    return device
+
+
+def check_engine(cfg, world_size: int) -> torch.device:
+    """What a run checks before it starts, so that ``--dry-run`` refuses the same: the device
+    exists, and the batch splits evenly over ranks and accumulation rounds."""
+    device = pick_device(cfg.device)
+    if cfg.batch % (world_size * cfg.accum):
+        raise ConfigError(f"engine.batch={cfg.batch} must be divisible by world size {world_size} "
+                          f"x engine.accum {cfg.accum}")
+    return device
 
 
 # Modules of torch that bind ``group.WORLD`` as a default argument when they are imported.
@@ -160,6 +170,29 @@ def gather_objects(obj, info: DistInfo) -> list:
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_main(fn, info: DistInfo):
+    """``fn()`` run on rank 0 only, its (picklable) result given to every rank. A user error
+    there (VidgenError, or an OSError of the machine) is raised on every rank, so no rank waits
+    for a peer that has already stopped."""
+    if not info.active:
+        return fn()
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except (VidgenError, OSError) as exc:
+            error = str(exc)
+            payload = [(None, error)]
+            dist.broadcast_object_list(payload, src=0)
+            raise
+    payload = [(result, error)]
+    dist.broadcast_object_list(payload, src=0)
+    result, error = payload[0]
+    if error is not None:
+        raise VidgenError(error)
+    return result
 
 
 # --- per-rank data ---------------------------------------------------------------------------
