@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidgen.argtypes import positive_int
 from vidgen.errors import DataError
 
 PREPARE_EPILOG = """examples:
@@ -78,9 +79,9 @@ def register(subparsers) -> None:
     s.add_argument("out", help="output folder")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", default="72x128", help="HxW")
-    s.add_argument("--frames", type=int, default=300, help="frames per video (drive)")
-    s.add_argument("--videos", type=int, default=3, help="number of videos (drive)")
-    s.add_argument("--days", type=int, default=400, help="span in days (timelapse)")
+    s.add_argument("--frames", type=positive_int, default=300, help="frames per video (drive)")
+    s.add_argument("--videos", type=positive_int, default=3, help="number of videos (drive)")
+    s.add_argument("--days", type=positive_int, default=400, help="span in days (timelapse)")
     s.set_defaults(func=cmd_synth)
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-from vidgen.errors import VidgenError
+from vidgen.argtypes import device_name, finite_float, non_negative_float, non_negative_int, positive_int
+from vidgen.errors import VidgenError, output_error
+from vidgen.fileio import atomic_files
 
 TRAIN_EPILOG = """examples:
   vidgen diffusion train --data data/flowers --config configs/diffusion/tiny.yaml
@@ -56,16 +58,18 @@ def register(subparsers) -> None:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--guide", metavar="CKPT", help="autoguidance: a weaker model with the same conditioning")
     g.add_argument("--cfg", action="store_true", help="classifier-free guidance: the net without its class")
-    s.add_argument("--guidance", type=float, default=1.0, help="guidance weight w (1 = none)")
+    s.add_argument("--guidance", type=finite_float, default=1.0, help="guidance weight w (1 = none)")
     s.add_argument("--interval", metavar="LO,HI", help="guide only when sigma is in (LO, HI], e.g. 0.28,2.9")
-    s.add_argument("--steps", type=int, default=32)
+    s.add_argument("--steps", type=positive_int, default=32)
     s.add_argument("--solver", choices=("heun", "euler"), default="heun")
-    s.add_argument("--churn", type=float, default=0.0, help="S_churn > 0: stochastic sampler")
+    s.add_argument("--churn", type=non_negative_float, default=0.0, help="S_churn > 0: stochastic sampler")
     s.add_argument("--seeds", default="0-15", help="seed list, e.g. 0-63 or 1,5,9")
-    s.add_argument("--class", dest="class_idx", type=int, help="class label (default: seed mod classes)")
-    s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--out", required=True, metavar="grid.png|DIR", help="a .png grid, or a folder of PNGs")
+    s.add_argument("--class", dest="class_idx", type=non_negative_int, help="class label (default: seed mod classes)")
+    s.add_argument("--batch", type=positive_int, default=16)
+    s.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda (default auto)")
+    s.add_argument("--out", required=True, metavar="grid.png|DIR",
+                   help="a .png grid, or a folder of PNGs (they appear together, when all are written)")
+    s.add_argument("--allow-nonfinite", action="store_true", help="load nets with NaN / inf weights anyway")
     s.set_defaults(func=run_sample)
 
     ph = sub.add_parser("phema", help="post-hoc EMA: reconstruct any sigma_rel from power-EMA snapshots",
@@ -74,14 +78,14 @@ def register(subparsers) -> None:
     ph.add_argument("--sigma-rel", required=True, help="target widths, comma separated (each < 0.2887)")
     ph.add_argument("--out", required=True, metavar="DIR")
     ph.add_argument("--network", help="network name when the folder holds several")
-    ph.add_argument("--step", type=int, help="reconstruct at this step (default: the last snapshot)")
+    ph.add_argument("--step", type=non_negative_int, help="reconstruct at this step (default: the last snapshot)")
     ph.add_argument("--from", dest="sources", help="use only snapshots of these tracked widths, e.g. 0.05,0.10")
     ph.set_defaults(func=run_phema)
 
     ty = sub.add_parser("toy", help="2-D toy: no guidance vs CFG vs autoguidance (PNG + JSON)",
                         epilog=TOY_EPILOG, formatter_class=fmt)
     ty.add_argument("--out", required=True, metavar="DIR")
-    ty.add_argument("--guidance", type=float, help="guidance weight for CFG and autoguidance")
+    ty.add_argument("--guidance", type=finite_float, help="guidance weight for CFG and autoguidance")
     ty.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a ToyConfig field, e.g. main_iters=2000")
     ty.set_defaults(func=run_toy)
@@ -95,8 +99,12 @@ def run_train(args) -> int:
     if args.init:
         args.overrides = [*args.overrides, f"init={args.init}"]
     if args.dry_run:  # count on the meta device: no memory, no data needed, XXL in seconds
+        import os
+
         from vidgen.config import dump_yaml
+        from vidgen.train.dist import check_engine
         cfg = resolve_config(DiffusionRecipe, args)
+        check_engine(cfg.engine, int(os.environ.get("WORLD_SIZE", "1")))  # what a run would refuse
         print(dump_yaml(cfg), end="")
         n = count_parameters(build_denoiser(cfg.model, device="meta"))
         print(json.dumps({"preset": cfg.model.preset, "parameters": n, "millions": round(n / 1e6, 3)}))
@@ -132,8 +140,7 @@ def run_sample(args) -> int:
     from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
     from vidgen.render.layout import grid
     from vidgen.render.writer import save_png, to_uint8_frames
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(args.device)
     if args.expert_boundaries:
         from vidgen.diffusion.experts import ExpertDenoiser
         try:
@@ -152,6 +159,9 @@ def run_sample(args) -> int:
                          interval=parse_interval(args.interval))
     scfg.check()
     seeds = parse_seeds(args.seeds)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png" and out.exists() and not out.is_dir():
+        raise VidgenError(f"--out {out}: exists and is not a folder; give a .png path or a folder")
     images, nfe, guide_nfe, t0 = [], 0, 0, time.perf_counter()
     for i in range(0, len(seeds), args.batch):
         chunk = seeds[i:i + args.batch]
@@ -171,13 +181,17 @@ def run_sample(args) -> int:
     settings = {"net": str(args.net), "guide": args.guide, "cfg": args.cfg, "guidance": args.guidance,
                 "interval": scfg.interval, "steps": args.steps, "solver": args.solver, "churn": args.churn,
                 "seeds": args.seeds, "class": args.class_idx, "nfe_per_batch": nfe, "guide_nfe_per_batch": guide_nfe}
-    out = Path(args.out)
     frames = to_uint8_frames(x, layout="TCHW")
-    if out.suffix.lower() == ".png":
-        save_png(out, grid(list(frames)), settings)
-    else:
-        for s, img in zip(seeds, frames):
-            save_png(out / f"seed{s:06d}.png", img, settings)
+    try:
+        if out.suffix.lower() == ".png":
+            save_png(out, grid(list(frames)), settings)
+        else:
+            with atomic_files(out) as tmp:  # all images or none
+                for s, img in zip(seeds, frames):
+                    save_png(tmp / f"seed{s:06d}.png", img, settings)
+    except OSError as exc:
+        raise output_error(exc, out, "no image was added there "
+                          "(what it held before is unchanged)") from None
     print(json.dumps({"out": str(out), "images": len(seeds), "nfe": nfe, "guide_nfe": guide_nfe,
                       "seconds": round(time.perf_counter() - t0, 2)}))
     return 0
@@ -197,12 +211,21 @@ def run_phema(args) -> int:
     run_cfg = folder.parent / "config.yaml"
     config = load_yaml(run_cfg) if run_cfg.is_file() else None
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for state, info in reconstruct(folder, targets, args.network, args.step, sources):
-        path = out / f"{info['network']}-phema-{info['step']:09d}-s{info['sigma_rel']:.4f}.safetensors"
-        write_reconstruction(path, state, info, config)
-        print(json.dumps({"out": str(path), **{k: info[k] for k in ("step", "sigma_rel", "num_snapshots",
-                                                                       "profile_error")}}))
+    if out.exists() and not out.is_dir():
+        raise VidgenError(f"--out {out}: exists and is not a folder")
+    results = reconstruct(folder, targets, args.network, args.step, sources)
+    lines = []
+    try:
+        with atomic_files(out) as tmp:  # every reconstruction or none
+            for state, info in results:
+                name = f"{info['network']}-phema-{info['step']:09d}-s{info['sigma_rel']:.4f}.safetensors"
+                write_reconstruction(tmp / name, state, info, config)
+                lines.append(json.dumps({"out": str(out / name), **{
+                    k: info[k] for k in ("step", "sigma_rel", "num_snapshots", "profile_error")}}))
+    except OSError as exc:
+        raise output_error(exc, out, "no reconstruction was added there "
+                          "(what it held before is unchanged)") from None
+    print("\n".join(lines))
     return 0
 
 

@@ -13,30 +13,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
+from vidgen.config import NonNegativeInt, PositiveFloat, PositiveInt
 from vidgen.diffusion.edm import Denoiser, LossConfig, edm_loss
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
 from vidgen.diffusion.unet import UNetConfig, build_denoiser
 from vidgen.errors import ConfigError, VidgenError
+from vidgen.fileio import read_safetensors, read_safetensors_metadata
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
+from vidgen.train.sidecar import load_network_state, refuse_nonfinite
 
 
 @dataclass
 class DiffusionDataConfig:
     path: str = ""
-    resolution: int = 32  # square side; images are centre-cropped and resized
+    resolution: PositiveInt = 32  # square side; images are centre-cropped and resized
     class_from_folder: bool = False  # label = sub-folder (clip) index; needs model.label_dim = #folders
     xflip: bool = False
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.0100  # alpha_ref (EDM2: 0.0120 XS ... 0.0065 XXL)
-    ref_steps: int = 70000  # t_ref of lr = alpha_ref / sqrt(max(t / t_ref, 1))
-    rampup_steps: int = 0
+    lr: PositiveFloat = 0.0100  # alpha_ref (EDM2: 0.0120 XS ... 0.0065 XXL)
+    ref_steps: PositiveInt = 70000  # t_ref of lr = alpha_ref / sqrt(max(t / t_ref, 1))
+    rampup_steps: NonNegativeInt = 0
     betas: tuple[float, float] = (0.9, 0.99)
 
 
@@ -86,7 +87,7 @@ class DiffusionRecipe(Recipe):
         self.net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data).to(device)
         if cfg.init:
             state, _ = load_weights(cfg.init)
-            self.net.load_state_dict(state)
+            load_network_state(self.net, state, f"init={cfg.init}")
 
     def networks(self) -> dict[str, nn.Module]:
         return {"net": self.net}
@@ -141,8 +142,7 @@ def load_weights(path: str | Path, network: str = "net_ema") -> tuple[dict[str, 
         raise VidgenError(f"{path} does not exist; pass a run folder, a checkpoint folder or a .safetensors "
                           "written by `vidgen diffusion phema`")
     if path.suffix == ".safetensors" and path.is_file():
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = read_safetensors_metadata(path)
         if "config" in meta:
             config = json.loads(meta["config"])
         else:
@@ -152,7 +152,9 @@ def load_weights(path: str | Path, network: str = "net_ema") -> tuple[dict[str, 
                                   "use a checkpoint folder or a file from `vidgen diffusion phema`")
             from vidgen.config import load_yaml
             config = load_yaml(run_cfg)
-        return load_file(str(path)), config
+        state = read_safetensors(path)
+        refuse_nonfinite(state, str(path))
+        return state, config
     from vidgen.train.checkpoint import read_checkpoint, resolve_checkpoint
     c = read_checkpoint(resolve_checkpoint(path))
     if c.family != "diffusion":
@@ -167,5 +169,5 @@ def load_denoiser(path: str | Path, device="cpu", network: str = "net_ema") -> t
     state, config = load_weights(path, network)
     cfg = config_from_dict(DiffusionConfig, config)
     net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data)
-    net.load_state_dict(state)
+    load_network_state(net, state, str(path))
     return net.to(device).eval().requires_grad_(False), cfg

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from vidgen.errors import VidgenError
+from vidgen.argtypes import device_name, positive_int
+from vidgen.errors import VidgenError, output_error
+from vidgen.fileio import atomic_files
 
 EPILOG = """\
 examples:
@@ -77,9 +80,15 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate(real, fake, opts)
     if bench is not None:
         report["benchmark"] = bench.summary()
-    files = write_report(report, args.out)
     for e in report["metrics"].values():
         print(f"{e['name']:28s} {e['value']:.4f} +- {e['std']:.4f}  ({e['runs']} run(s))")
+    out = Path(args.out)
+    try:
+        with atomic_files(out) as tmp:  # report.json, report.md and plots appear together
+            files = {k: str(out / Path(v).name) for k, v in write_report(report, tmp).items()}
+    except OSError as exc:
+        raise output_error(exc, out, "the metrics are "
+                          "printed above and nothing was added to that folder") from None
     print(json.dumps({"report": files["json"], "table": files["md"]}))
     return 0
 
@@ -104,7 +113,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder for report.json / report.md / plots")
     p.add_argument("--benchmark", metavar="NAME",
                    help="benchmark definition, datasets/NAME.yaml or a YAML path (default protocols, policy)")
-    p.add_argument("--runs", type=int, default=1, help="repeat with new seeds; report mean +- std")
+    p.add_argument("--runs", type=positive_int, default=1, help="repeat with new seeds; report mean +- std")
     p.add_argument("--seed", type=int, default=0, help="base seed of real sampling and generation")
     p.add_argument("--real-policy", choices=("per_video", "uniform"),
                    help="real clip sampling (default: the benchmark's, else per_video)")
@@ -112,8 +121,10 @@ def register(subparsers) -> None:
     p.add_argument("--detector-dir", help="folder holding the detector weight files")
     p.add_argument("--detector", action="append", metavar="NAME=PATH",
                    help="weight file of one detector (inception, i3d, dinov2, clip); repeatable")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--clip-batch", type=int, default=8, help="clips per detector call")
-    p.add_argument("--frame-batch", type=int, default=64, help="frames per detector call")
+    p.add_argument("--device", type=device_name, default="cpu", help="torch device: cpu (default), cuda or auto")
+    p.add_argument("--clip-batch", type=positive_int, default=8, help="clips per detector call")
+    p.add_argument("--frame-batch", type=positive_int, default=64, help="frames per detector call")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="evaluate a checkpoint with NaN / inf weights instead of refusing it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)

@@ -91,8 +91,9 @@ def render_to_file(generator: VideoGenerator, seed: int, num_frames: int, out: s
                    start: int = 0, progress: bool = True) -> None:
     """Stream a video to ``out`` (and its low-res frames to ``lowres_out``), settings embedded."""
     settings = dict(settings or {})
-    bar = tqdm(total=num_frames, unit="frame", desc="render", disable=not progress)
-    with open_writer(out, fps, settings) as writer:
+    # the bar is closed (its line ended) also when writing fails, so an error message starts a line
+    with tqdm(total=num_frames, unit="frame", desc="render", disable=not progress) as bar, \
+            open_writer(out, fps, settings) as writer:
         if lowres_out is None:
             for chunk in stream_frames(generator, seed, num_frames, window, start):
                 writer.append(chunk)
@@ -103,7 +104,6 @@ def render_to_file(generator: VideoGenerator, seed: int, num_frames: int, out: s
                     writer.append(chunk)
                     low.append(chunk_lo)
                     bar.update(len(chunk))
-    bar.close()
 
 
 def _build_family_generator(ckpt, device: torch.device) -> torch.nn.Module:
@@ -123,10 +123,7 @@ def _build_family_generator(ckpt, device: torch.device) -> torch.nn.Module:
     else:
         raise VidgenError(f"{ckpt.path} is a {ckpt.family!r} checkpoint; expected lvg-lowres or lvg-superres")
     name = "G_ema" if "G_ema" in ckpt.network_names else "G"
-    missing, unexpected = G.load_state_dict(ckpt.network_state(name), strict=False)
-    if missing or unexpected:
-        raise VidgenError(f"{ckpt.path}: the {name} weights do not fit the network in its config "
-                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    ckpt.load_network(G, name)  # names, shapes and finiteness checked
     return G.to(device).eval()
 
 
