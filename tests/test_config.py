@@ -187,3 +187,43 @@ def test_every_family_default_and_preset_passes_its_own_checks():
         assert config_from_dict(cls, json.loads(json.dumps(config_to_dict(cfg)))) == cfg
         seen.add(family)
     assert seen == set(PRESETS.values())
+
+
+def test_moved_keys_name_their_new_place_and_stored_configs_are_moved():
+    """Every family has top-level `ema:` and `augment:` sections; the old places are errors that
+    name the new key, in YAML files and in --set, and old stored configs still load."""
+    from timelapse.recipe import TimelapseConfig
+    from vidgen.lvg.recipe import LowResConfig
+    from vidgen.lvg.recipe_superres import SuperResConfig
+    from vidgen.train.toy import ToyGANConfig
+
+    with pytest.raises(ConfigError, match="'loss.ema_kimg' has moved to 'ema.halflife_kimg'"):
+        load_config(TimelapseConfig, None, ["loss.ema_kimg=3"])
+    with pytest.raises(ConfigError, match="'loss.ema.beta' has moved to 'ema.beta'"):
+        load_config(LowResConfig, None, ["loss.ema.beta=0.5"])
+    with pytest.raises(ConfigError, match="'augment.ada_pipeline' has moved to 'augment.pipeline'"):
+        load_config(SuperResConfig, None, ["augment.ada_pipeline=bg"])
+    old = {"loss": {"augment": "off", "ada_kimg": 7.0, "ema_kimg": 2.5}}
+    cfg = config_from_dict(TimelapseConfig, old)
+    assert cfg.augment.kind == "none" and cfg.augment.speed_kimg == 7.0 and cfg.ema.halflife_kimg == 2.5
+    assert cfg.ema.kind == "halflife"  # the family default fills what the old config did not say
+    toy = config_from_dict(ToyGANConfig, {"model": {"ema": {"kind": "power", "snapshot_every": 3}}})
+    assert toy.ema.kind == "power" and toy.ema.snapshot_every == 3
+    low = config_from_dict(LowResConfig, {"loss": {"augment": {"xflip": 0.25}, "ema": {"beta": 0.5}}})
+    assert low.augment.kind == "diffaug" and low.augment.xflip == 0.25 and low.ema.beta == 0.5
+
+
+def test_every_family_config_has_the_same_ema_and_augment_sections():
+    import dataclasses
+
+    from timelapse.recipe import TimelapseConfig
+    from vidgen.diffusion.recipe import DiffusionConfig
+    from vidgen.lvg.recipe import LowResConfig
+    from vidgen.lvg.recipe_superres import SuperResConfig
+    from vidgen.train.recipe import AugmentSpec, EMASpec
+    from vidgen.train.toy import ToyGANConfig
+
+    for cls in (TimelapseConfig, DiffusionConfig, LowResConfig, SuperResConfig, ToyGANConfig):
+        cfg = cls()
+        assert isinstance(cfg.ema, EMASpec) and isinstance(cfg.augment, AugmentSpec), cls
+        assert [f.name for f in dataclasses.fields(cls)][:2] == ["engine", "data"], cls

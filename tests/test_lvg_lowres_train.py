@@ -22,7 +22,7 @@ MICRO = [
     "model.G.latent.max_rate=60", "model.G.latent.w_dim=8",
     "model.D.channels=[4, 8, 8, 8, 8]", "model.D.temporal_ksize=3", "model.D.head_channels=8",
     "model.D.head_convs=2", "loss.r1_interval=2", "engine.batch=2", "engine.workers=0",
-    "engine.log_every=1", "engine.device=cpu", "loss.ema.warmup_steps=2",
+    "engine.log_every=1", "engine.device=cpu", "ema.warmup_steps=2",
 ]
 
 

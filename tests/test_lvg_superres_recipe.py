@@ -16,7 +16,7 @@ from vidgen.train.engine import train
 TINY = ["model.lowres=[12,16]", "model.highres=[24,32]", "model.z_dim=8", "model.w_dim=8", "model.channel_base=256",
         "model.channel_max=8", "model.num_layers=4", "model.margin=3", "model.d_channel_base=64",
         "model.d_channel_max=16", "engine.batch=2", "engine.workers=0", "engine.device=cpu", "engine.log_every=2",
-        "loss.r1_interval=2", "loss.ema_warmup_steps=2"]
+        "loss.r1_interval=2", "ema.warmup_steps=2"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,8 +75,8 @@ def test_paper_and_tiny_presets_load():
     paper = load_config(SuperResConfig, "configs/lvg/superres-paper.yaml")
     assert paper.engine.batch == 32 and paper.engine.steps == 275_000
     assert paper.loss.lr_d * 16 / 17 == pytest.approx(0.003 * 16 / 17) and paper.loss.r1_interval == 16
-    assert paper.loss.ema_beta == 0.99985 and paper.loss.ema_warmup_steps == 25_000
-    assert paper.augment.ada_target == 0.6 and paper.augment.ada_p_max == 0.5 and paper.augment.input_p == 0.5
+    assert paper.ema.beta == 0.99985 and paper.ema.warmup_steps == 25_000
+    assert paper.augment.target == 0.6 and paper.augment.p_max == 0.5 and paper.loss.input_p == 0.5
     tiny = load_config(SuperResConfig, "configs/lvg/superres-tiny.yaml")
     assert tiny.model.highres == (72, 128) and tiny.model.lowres == (36, 64)
 
@@ -109,14 +109,14 @@ def test_bad_settings_are_config_errors(tmp_path, clips):
     with pytest.raises(ConfigError, match="data.path"):
         SuperResRecipe(cfg_for(tmp_path, ""), torch.device("cpu")).dataset()
     with pytest.raises(ConfigError, match="input_p"):
-        SuperResRecipe(cfg_for(tmp_path, clips, "augment.input_p=1.5"), torch.device("cpu"))
-    with pytest.raises(ConfigError, match="'augment.ada_pipeline': 'gc' is not one of 'b', 'bg', 'bgc'"):
-        SuperResRecipe(cfg_for(tmp_path, clips, "augment.ada_pipeline=gc"), torch.device("cpu"))
+        SuperResRecipe(cfg_for(tmp_path, clips, "loss.input_p=1.5"), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="'augment.pipeline': 'gc' is not one of 'b', 'bg', 'bgc'"):
+        SuperResRecipe(cfg_for(tmp_path, clips, "augment.pipeline=gc"), torch.device("cpu"))
 
 
 def test_resume_through_the_engine_is_exact(tmp_path, clips):
     """2 steps in one go == 1 step, stop, resume for 1 (networks, EMA, optimisers, ADA state)."""
-    extra = ["engine.checkpoint_every=1", "augment.ada_interval=1", "augment.ada_speed_kimg=0.01"]
+    extra = ["engine.checkpoint_every=1", "augment.interval=1", "augment.speed_kimg=0.01"]
     full = train(SuperResRecipe, cfg_for(tmp_path / "a", clips, "engine.steps=2", *extra))
     part = train(SuperResRecipe, cfg_for(tmp_path / "b", clips, "engine.steps=1", *extra))
     resumed = train(SuperResRecipe, cfg_for(tmp_path / "b", clips, "engine.steps=2", *extra), resume="auto")

@@ -183,8 +183,8 @@ def test_trains_on_real_footage_through_the_data_pipeline(tmp_path, shared_data)
 
 def test_power_ema_copies_and_snapshots_through_the_engine(tmp_path):
     from vidgen.train.ema import list_snapshots
-    run = train(ToyGANRecipe, cfg_for(tmp_path, "engine.steps=4", "model.ema.kind=power",
-                                      "model.ema.sigma_rels=[0.05,0.1]", "model.ema.snapshot_every=2"))
+    run = train(ToyGANRecipe, cfg_for(tmp_path, "engine.steps=4", "ema.kind=power",
+                                      "ema.sigma_rels=[0.05,0.1]", "ema.snapshot_every=2"))
     c = ckpt.read_checkpoint(run)
     assert set(c.network_names) == {"G", "D", "G_ema", "G_ema_s0.1"}
     snaps = list_snapshots(run / "phema", "G")

@@ -19,7 +19,7 @@ from vidgen.cli import main
 from vidgen.fileio import sha256_file
 from vidgen.train import checkpoint as ckpt
 from vidgen.train.log import TrainLogger
-from vidgen.train.runlock import NAME as LOCK_NAME
+from vidgen.lockfile import lock_path
 from vidgen.train.runplan import plan_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,13 +44,17 @@ def one_error(code: int, err: list[str]) -> str:
     return errors[0]
 
 
+def runs(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if p.is_dir())
+
+
 def snapshot(folder: Path) -> dict[str, float]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
 
 
 def test_resume_refuses_changed_architecture_and_names_the_keys(tmp_path, capsys):
     assert train(tmp_path, capsys)[0] == 0
-    (run,) = tmp_path.iterdir()
+    (run,) = runs(tmp_path)
     before = snapshot(run)
     line = one_error(*train(tmp_path, capsys, "model.channels=16", "engine.steps=4", resume="auto"))
     assert "model.channels 8 -> 16" in line and "would not continue the same run" in line
@@ -63,7 +67,7 @@ def test_changed_learning_rate_on_resume_is_reported_and_used(tmp_path, capsys):
     code, err = train(tmp_path, capsys, "model.lr_g=1e-3", "engine.steps=4", resume="auto")  # 1e-3: a float
     assert code == 0, err
     assert any("learning rate changed on resume at step 2: model.lr_g 0.002 -> 0.001" in line for line in err), err
-    (run,) = tmp_path.iterdir()
+    (run,) = runs(tmp_path)
     ticks = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [t["step"] for t in ticks] == [1, 2, 3, 4]
     assert ticks[1]["lr"]["G"] == pytest.approx(0.002) and ticks[3]["lr"]["G"] == pytest.approx(0.001)
@@ -74,26 +78,27 @@ def test_changed_learning_rate_on_resume_is_reported_and_used(tmp_path, capsys):
 
 def test_a_run_being_trained_cannot_be_resumed_by_a_second_trainer(tmp_path, capsys):
     assert train(tmp_path, capsys)[0] == 0
-    (run,) = tmp_path.iterdir()
+    (run,) = runs(tmp_path)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from vidgen.train.runlock import RunLock; "
-         "lock = RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)", str(run)],
+        [sys.executable, "-c", "import sys, time; from vidgen.lockfile import PathLock; "
+         "lock = PathLock(sys.argv[1], 'vidgen train').acquire(); print('locked', flush=True); time.sleep(120)",
+         str(run)],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = snapshot(run)
         line = one_error(*train(tmp_path, capsys, "engine.steps=4", resume="auto"))
-        assert f"is being trained by process {holder.pid}" in line and str(run / LOCK_NAME) in line
+        assert f"another `vidgen train` (PID {holder.pid}) is writing it now" in line and str(lock_path(run)) in line
         assert snapshot(run) == before
     finally:
         holder.kill()
         holder.wait()
     # the holder died without releasing: its lock file is stale and is taken over
-    assert json.loads((run / LOCK_NAME).read_text())["pid"] == holder.pid
+    assert lock_path(run).read_text().split()[0] == str(holder.pid)
     code, err = train(tmp_path, capsys, "engine.steps=4", resume="auto")
     assert code == 0, err
-    assert any(f"took over the stale lock of process {holder.pid}" in line for line in err), err
-    assert not (run / LOCK_NAME).exists() and ckpt.read_checkpoint(run).step == 4
+    assert any(f"taking over a stale lock of PID {holder.pid} (no longer running)" in line for line in err), err
+    assert not lock_path(run).exists() and ckpt.read_checkpoint(run).step == 4
 
 
 def test_a_start_stopped_before_its_first_checkpoint_resumes_in_place(tmp_path, capsys):
@@ -105,7 +110,7 @@ def test_a_start_stopped_before_its_first_checkpoint_resumes_in_place(tmp_path, 
     assert code == 0 and any("has no checkpoint yet" in line for line in err), err
     code, err = train(tmp_path, capsys, "engine.steps=2", resume="auto")  # again: now from its checkpoint
     assert code == 0 and any(line.startswith("resumed from") for line in err), err
-    assert [p.name for p in tmp_path.iterdir()] == [plan.run_dir.name]
+    assert [p.name for p in tmp_path.iterdir()] == [plan.run_dir.name]  # no other folder, no lock left
     ticks = [json.loads(line) for line in (plan.run_dir / "stats.jsonl").read_text().splitlines()]
     assert [t["step"] for t in ticks] == [1, 2] and not any(t.get("stale") for t in ticks)
     assert ckpt.read_checkpoint(plan.run_dir).step == 2
@@ -141,13 +146,13 @@ EDITS = {
 @pytest.mark.parametrize("edit", list(EDITS))
 def test_edited_sidecar_fields_are_one_line_errors(tmp_path, capsys, edit):
     assert train(tmp_path, capsys)[0] == 0
-    (run,) = tmp_path.iterdir()
+    (run,) = runs(tmp_path)
     folder = ckpt.list_checkpoints(run)[-1]
     change, expected = EDITS[edit]
     _edit_state(folder, change)
     line = one_error(*train(tmp_path, capsys, "engine.steps=4", resume=str(folder)))
     assert expected in line and str(folder) in line, line
-    assert ckpt.list_checkpoints(run) == [folder] and not (run / LOCK_NAME).exists()
+    assert ckpt.list_checkpoints(run) == [folder] and not lock_path(run).exists()
 
 
 def _poison(folder: Path) -> None:
@@ -163,7 +168,7 @@ def _poison(folder: Path) -> None:
 
 def test_nonfinite_weights_are_refused_unless_allowed(tmp_path, capsys):
     assert train(tmp_path, capsys)[0] == 0
-    (run,) = tmp_path.iterdir()
+    (run,) = runs(tmp_path)
     _poison(ckpt.list_checkpoints(run)[-1])
     c = ckpt.read_checkpoint(run)  # the file is whole: reading it is fine, using its weights is not
     with pytest.raises(ckpt.CheckpointError, match="non-finite weights .*--allow-nonfinite"):
@@ -189,17 +194,17 @@ def test_a_full_disk_during_training_is_one_line_naming_the_last_good_checkpoint
 
     monkeypatch.setattr(TrainLogger, "tick", tick)
     line = one_error(*train(tmp_path, capsys, "engine.steps=4"))
-    (run,) = tmp_path.iterdir()
+    (run,) = runs(tmp_path)
     assert "training stopped at step 3" in line and "No space left on device" in line
     assert str(run / "stats.jsonl") in line and f"the last good checkpoint is {run}/checkpoints/step-000000002" in line
-    assert not (run / LOCK_NAME).exists()
+    assert not lock_path(run).exists()
     monkeypatch.setattr(TrainLogger, "tick", real_tick)
     assert train(tmp_path, capsys, "engine.steps=4", resume="auto")[0] == 0
 
 
 def test_safetensors_files_are_readable_like_the_json_beside_them(tmp_path, capsys):
-    assert train(tmp_path, capsys, "model.ema.kind=power", "model.ema.snapshot_every=1")[0] == 0
-    (run,) = tmp_path.iterdir()
+    assert train(tmp_path, capsys, "ema.kind=power", "ema.snapshot_every=1")[0] == 0
+    (run,) = runs(tmp_path)
     umask = os.umask(0)
     os.umask(umask)
     folder = ckpt.list_checkpoints(run)[-1]
@@ -210,10 +215,10 @@ def test_safetensors_files_are_readable_like_the_json_beside_them(tmp_path, caps
 
 def test_lock_is_released_on_success_and_on_error(tmp_path, capsys):
     assert train(tmp_path, capsys)[0] == 0
-    (run,) = tmp_path.iterdir()
-    assert not (run / LOCK_NAME).exists()
+    (run,) = runs(tmp_path)
+    assert not lock_path(run).exists()
     one_error(*train(tmp_path, capsys, "model.channels=16", resume="auto"))
-    assert not (run / LOCK_NAME).exists()
+    assert not lock_path(run).exists()
     started = time.monotonic()
     assert train(tmp_path, capsys, "engine.steps=3", resume="auto")[0] == 0  # not blocked by anything left over
     assert time.monotonic() - started < 60

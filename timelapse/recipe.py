@@ -4,7 +4,7 @@ One step: G (non-saturating loss, style mixing), Greg every 4 steps (path length
 D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). A regulariser whose
 weight is 0 has no phase, and its optimiser no lazy-regularisation compensation. Every real and
 generated t is dequantised; the discriminator additionally sees per-factor noise on t.
-Adaptive augmentation (ADA, target 0.6; the pipeline of ``loss.ada_pipeline``, 'bgc' by default)
+Adaptive augmentation (ADA, target 0.6; the pipeline of ``augment.pipeline``, 'bgc' by default)
 is applied to everything D sees.
 """
 
@@ -18,9 +18,9 @@ from torch import nn
 
 from vidgen.config import PositiveFloat
 from vidgen.errors import ConfigError
-from vidgen.train.ada import AdaController, AdaOps, AdaPipeline, ada_augment
+from vidgen.train.ada import AdaController, AdaOps, ada_augment
 from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
-from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
+from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 from timelapse.frames import TimelapseFrames
 from timelapse.model import Discriminator, Generator, ModelConfig
 from timelapse.time import TimeNoise, d_noise, dequantize
@@ -31,6 +31,9 @@ class DataConfig:
     path: str = ""
     time_pattern: str = ""  # strftime pattern of the file names; "" = automatic
     skip: list[str] = field(default_factory=list)  # ranges of bad frames "FIRST:STOP" (capture order)
+    start: str = ""     # a time-lapse video: capture time of its first frame; "" = its creation time
+    interval: str = ""  # a time-lapse video: time between frames, e.g. "60s"; "" = not a video
+    align: bool = False  # register the frames of a raw folder / video and crop to the common area
 
 
 @dataclass
@@ -52,13 +55,6 @@ class LossConfig:
     pl_interval: int = 4
     pl_batch_shrink: int = 2
     style_mixing: float = 0.9
-    augment: str = "ada"  # "ada" | "off"
-    ada_target: float = 0.6
-    ada_kimg: float = 500.0
-    ada_interval: int = 4
-    ada_pipeline: AdaPipeline = "bgc"  # ADA ops: "b" blits, "bg" + geometry, "bgc" + colour (vidgen.train.ada)
-    ema_kimg: float = 10.0
-    ema_rampup: float = 0.05
 
 
 @dataclass
@@ -68,6 +64,16 @@ class TimelapseConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # ADA on D's images (StyleGAN2-ADA defaults); the G EMA has a 10 kimg half-life
+    augment: AugmentSpec = field(default_factory=lambda: AugmentSpec(
+        kind="ada", pipeline="bgc", target=0.6, speed_kimg=500.0, interval=4))
+    ema: EMASpec = field(default_factory=lambda: EMASpec(kind="halflife", halflife_kimg=10.0, rampup=0.05))
+
+    RENAMED_KEYS = {"loss.augment": "augment.kind", "loss.ada_target": "augment.target",
+                    "loss.ada_kimg": "augment.speed_kimg", "loss.ada_interval": "augment.interval",
+                    "loss.ada_pipeline": "augment.pipeline", "loss.ema_kimg": "ema.halflife_kimg",
+                    "loss.ema_rampup": "ema.rampup"}
+    RENAMED_VALUES = {"loss.augment": {"off": "none"}}
 
 
 def reg_intervals(L: LossConfig, r1_gamma: float) -> dict[str, int]:
@@ -91,14 +97,18 @@ class TimelapseRecipe(Recipe):
     def __init__(self, cfg: TimelapseConfig, device: torch.device, dataset: TimelapseFrames | None = None):
         super().__init__(cfg, device)
         self.data = dataset or TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip,
-                                               cfg.data.time_pattern, cfg.time.lin_scale)
+                                               cfg.data.time_pattern, cfg.time.lin_scale, start=cfg.data.start,
+                                               interval=cfg.data.interval, align=cfg.data.align)
         axis = self.data.axis
         self.G = Generator(cfg.model, axis, self.data.rect).to(device)
         self.D = Discriminator(cfg.model, axis).to(device)
         self.pl = PathLengthRegularizer().to(device)
         L = cfg.loss
-        self.ada = AdaController(L.ada_target, L.ada_kimg, L.ada_interval) if L.augment == "ada" else None
-        self.ada_ops = AdaOps.preset(L.ada_pipeline)
+        a = cfg.augment
+        a.check(("ada", "none"))
+        self.ada = AdaController(a.target, a.speed_kimg, a.interval, p_init=a.p, p_max=a.p_max) \
+            if a.kind == "ada" else None
+        self.ada_ops = AdaOps.preset(a.pipeline)
         self.t_all = torch.as_tensor(self.data.t, device=device)
         self.sigma_all = torch.as_tensor(self.data.sigma, device=device)
         tn = cfg.time
@@ -128,7 +138,7 @@ class TimelapseRecipe(Recipe):
         return out
 
     def ema(self) -> dict[str, EMASpec]:
-        return {"G": EMASpec(kind="halflife", halflife_kimg=self.cfg.loss.ema_kimg, rampup=self.cfg.loss.ema_rampup)}
+        return {"G": self.cfg.ema}
 
     def dataset(self) -> torch.utils.data.Dataset:
         return self.data

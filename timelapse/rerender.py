@@ -63,7 +63,7 @@ def load_generator(path, device: str | torch.device = "cpu", network: str = "G_e
                           "timelapse generator")
     axis = TimeAxis(float(state["time.axis_start"]), int(state["time.axis_days"]), cfg.time.lin_scale)
     G = Generator(cfg.model, axis, tuple(int(v) for v in state["out_rect"].tolist()))
-    load_network_state(G, state, f"{ckpt.path} (network {name!r})")
+    load_network_state(G, state, str(ckpt.path), name)
     G = G.eval().requires_grad_(False).to(device)
     return G, {"checkpoint": str(ckpt.path), "step": ckpt.step}
 

@@ -5,6 +5,12 @@ overrides some of them, and the command line overrides single keys::
 
     cfg = load_config(ToyGANConfig, "configs/toygan-tiny.yaml", ["engine.steps=200"])
 
+A root config class may list keys that have moved in ``RENAMED_KEYS = {"old.key": "new.key"}``
+(a plain class attribute, not a field): a YAML file or ``--set`` that uses an old key gets an
+error naming the new one, and a stored config (a checkpoint's, read by
+:func:`config_from_dict`) is moved to the new keys, with ``RENAMED_VALUES`` translating
+values that changed spelling on the way.
+
 Values are checked against the field types (``int``, ``float``, ``bool``, ``str``,
 ``tuple[...]``, ``list[...]``, ``dict[str, ...]``, ``Optional``/``X | None``, ``Literal``,
 nested dataclasses). An unknown key raises :class:`ConfigError` naming the closest valid keys;
@@ -21,8 +27,10 @@ Numbers in scientific notation (``1e6``, ``3e-4``) are read as floats in files a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import inspect
 import math
 import os
 import re
@@ -128,27 +136,76 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type[T], data: dict[str, Any], prefix: str = "", base: T | None = None) -> T:
+def _moved_to(root: type | None, key: str) -> str | None:
+    """The new name of dotted ``key`` (or of the section holding it) if ``root`` renamed it."""
+    renamed = getattr(root, "RENAMED_KEYS", None) or {}
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        old = ".".join(parts[:i])
+        if old in renamed:
+            return ".".join([renamed[old]] + parts[i:])
+    return None
+
+
+def _moved_error(root: type | None, key: str) -> ConfigError | None:
+    new = _moved_to(root, key)
+    if new is None:
+        return None
+    return ConfigError(f"config key {key!r} has moved to {new!r} (the same settings in every family); "
+                       f"rename it in your YAML or --set {new}=...")
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "", base: T | None = None,
+           root: type | None = None) -> T:
     """``cls`` from ``base`` (or defaults) with the keys of ``data`` replaced, recursively."""
+    root = root or cls
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     obj = base if base is not None else cls()
     changes = {}
     for k, v in data.items():
         if k not in names:
-            raise _unknown_key(prefix + str(k), names, "")
+            raise _moved_error(root, prefix + str(k)) or _unknown_key(prefix + str(k), names, "")
         tp = hints[k]
         current = getattr(obj, k)
         if dataclasses.is_dataclass(tp) and isinstance(v, dict):
-            changes[k] = _build(tp, v, f"{prefix}{k}.", current)
+            changes[k] = _build(tp, v, f"{prefix}{k}.", current, root)
         else:
             changes[k] = _coerce(v, tp, prefix + k)
     return dataclasses.replace(obj, **changes)
 
 
+def migrate_renamed(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the stored config ``d`` with every key of ``cls.RENAMED_KEYS`` moved to its new
+    place (sections are merged) and ``cls.RENAMED_VALUES`` applied to the moved values."""
+    renamed = getattr(cls, "RENAMED_KEYS", None) or {}
+    values = getattr(cls, "RENAMED_VALUES", None) or {}
+    out = copy.deepcopy(d or {})
+    for old, new in renamed.items():
+        *parents, leaf = old.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        if old in values and not isinstance(value, dict):
+            value = values[old].get(value, value)
+        *new_parents, new_leaf = new.split(".")
+        node = out
+        for p in new_parents:
+            node = node.setdefault(p, {})
+        if isinstance(value, dict) and isinstance(node.get(new_leaf), dict):
+            node[new_leaf] = {**value, **node[new_leaf]}
+        else:
+            node[new_leaf] = value
+    return out
+
+
 def config_from_dict(cls: type[T], d: dict[str, Any]) -> T:
-    """Build ``cls`` from a (possibly partial) nested dict, checking every key, type and range."""
-    return check_config(_build(cls, d or {}))
+    """Build ``cls`` from a (possibly partial) nested dict, checking every key, type and range.
+    This reads stored configs (checkpoints, run folders): keys that have moved are moved."""
+    return check_config(_build(cls, migrate_renamed(cls, d)))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -175,6 +232,9 @@ def _field_type(cls: type, dotted: str) -> Any:
             raise ConfigError(f"config key {'.'.join(parts[:i])!r} has no sub-keys (cannot set {dotted!r})")
         hints = _hints(tp)
         if part not in hints:
+            moved = _moved_error(cls, dotted)
+            if moved is not None:
+                raise moved
             raise _unknown_key(".".join(parts[: i + 1]), [f.name for f in dataclasses.fields(tp)], "")
         tp = hints[part]
     return tp
@@ -212,9 +272,11 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> T:
-    """Defaults of ``cls``, then the YAML file at ``path``, then each ``key=value`` override."""
-    cfg = cls()
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
+                base: T | None = None) -> T:
+    """Defaults of ``cls`` (or ``base``), then the YAML file at ``path``, then each ``key=value``
+    override."""
+    cfg = base if base is not None else cls()
     if path is not None:
         try:
             cfg = _build(cls, load_yaml(path), base=cfg)
@@ -296,15 +358,31 @@ def _coerce_annotated(value: Any, tp: Any, key: str) -> Any:
     return out
 
 
+def _self_check(obj: Any):
+    """``obj.check`` if it can be called without arguments (a section's own rules), else None
+    (a check that needs its caller's context, e.g. the kinds a family supports)."""
+    check = getattr(obj, "check", None)
+    if not callable(check):
+        return None
+    try:
+        sig = inspect.signature(check)
+    except (TypeError, ValueError):
+        return None
+    required = [p for p in sig.parameters.values()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return None if required else check
+
+
 def check_config(cfg: T) -> T:
-    """Run the ``check()`` of every dataclass in the tree (children first); returns ``cfg``."""
+    """Run the argument-free ``check()`` of every dataclass in the tree (children first);
+    returns ``cfg``."""
     def visit(obj: Any) -> None:
         for f in dataclasses.fields(obj):
             child = getattr(obj, f.name)
             if dataclasses.is_dataclass(child) and not isinstance(child, type):
                 visit(child)
-        check = getattr(obj, "check", None)
-        if callable(check):
+        check = _self_check(obj)
+        if check is not None:
             check()
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         visit(cfg)

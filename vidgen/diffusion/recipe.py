@@ -21,7 +21,7 @@ from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
 from vidgen.diffusion.unet import UNetConfig, build_denoiser
 from vidgen.errors import ConfigError, VidgenError
 from vidgen.fileio import read_safetensors, read_safetensors_metadata
-from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
+from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 from vidgen.train.sidecar import load_network_state, refuse_nonfinite
 
 
@@ -50,6 +50,7 @@ class DiffusionConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMASpec = field(default_factory=lambda: EMASpec(kind="power", sigma_rels=(0.05, 0.10), snapshot_every=0))
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # kind "none" only (data.xflip flips real images)
     sample: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=32))
     init: str = ""  # checkpoint / reconstruction to start from (fine-tuning a noise-range expert)
 
@@ -81,6 +82,7 @@ class DiffusionRecipe(Recipe):
 
     def __init__(self, cfg: DiffusionConfig, device: torch.device):
         super().__init__(cfg, device)
+        cfg.augment.check(("none",))
         if cfg.model.img_resolution != cfg.data.resolution:
             raise ConfigError(f"model.img_resolution ({cfg.model.img_resolution}) must equal data.resolution "
                               f"({cfg.data.resolution})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Literal
 
 import torch
 
@@ -22,7 +22,7 @@ class SamplerConfig:
     """How to sample (the ``sample`` section / `vidgen diffusion sample` options)."""
 
     steps: int = 32
-    solver: str = "heun"  # "heun" (2nd order, 2N-1 evaluations) | "euler" (N evaluations)
+    solver: Literal["heun", "euler"] = "heun"  # heun: 2nd order, 2N-1 evaluations; euler: N evaluations
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     rho: float = 7.0

@@ -27,7 +27,7 @@ from vidgen.errors import ConfigError
 from vidgen.lvg.lowres import LowResGConfig, LowResGenerator
 from vidgen.lvg.lowres_d import LowResDConfig, LowResDiscriminator
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
-from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
+from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 
 
 @dataclass
@@ -52,9 +52,6 @@ class LowResLossConfig:
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = 1.0
     r1_interval: int = 16
-    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
-        xflip=0.5, color=True, translation=0.125, cutout=0.5, time_stretch=1.0, p=1.0))
-    ema: EMASpec = field(default_factory=lambda: EMASpec(kind="beta", beta=0.99985, warmup_steps=25_000))
 
 
 @dataclass
@@ -64,6 +61,12 @@ class LowResConfig:
     data: LowResDataConfig = field(default_factory=LowResDataConfig)
     model: LowResModelConfig = field(default_factory=LowResModelConfig)
     loss: LowResLossConfig = field(default_factory=LowResLossConfig)
+    # D sees clip-consistent DiffAugment with a random time stretch (docs/METHODS.md, LVG D)
+    augment: AugmentSpec = field(default_factory=lambda: AugmentSpec(
+        kind="diffaug", xflip=0.5, color=True, translation=0.125, cutout=0.5, time_stretch=1.0, p=1.0))
+    ema: EMASpec = field(default_factory=lambda: EMASpec(kind="beta", beta=0.99985, warmup_steps=25_000))
+
+    RENAMED_KEYS = {"loss.augment": "augment", "loss.ema": "ema"}
 
 
 def build_generator(cfg: LowResConfig) -> LowResGenerator:
@@ -81,6 +84,7 @@ def check_config(cfg: LowResConfig) -> None:
     T = cfg.data.clip_len
     if T < 16 or T & (T - 1):
         raise ConfigError(f"data.clip_len must be a power of two >= 16 (e.g. 128); got {T}")
+    cfg.augment.check(("diffaug", "none"))
     if cfg.model.slack < 0:
         raise ConfigError(f"model.slack must be >= 0; got {cfg.model.slack}")
 
@@ -94,6 +98,10 @@ class LowResRecipe(Recipe):
         check_config(cfg)
         self.G = build_generator(cfg).to(device)
         self.D = build_discriminator(cfg).to(device)
+        a = cfg.augment
+        self._augment = None if a.kind == "none" else AugmentConfig(
+            xflip=a.xflip, color=a.color, translation=a.translation, cutout=a.cutout,
+            time_stretch=a.time_stretch, p=a.p)
 
     # --- what the engine trains ---------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
@@ -105,7 +113,7 @@ class LowResRecipe(Recipe):
                 "D": OptimizerSpec(("D",), lc.lr_d, betas=lc.betas, reg_interval=lc.r1_interval)}
 
     def ema(self) -> dict[str, EMASpec]:
-        return {"G": self.cfg.loss.ema}
+        return {"G": self.cfg.ema}
 
     def phases(self) -> list[Phase]:
         return [Phase("G", "G", self.loss_g, ("G",)),
@@ -132,7 +140,7 @@ class LowResRecipe(Recipe):
 
     def run_d(self, clips: torch.Tensor) -> torch.Tensor:
         """Clip-consistent augmentation (colour, translation, cutout, time stretch, x-flip), then D."""
-        return self.D(augment(clips, self.cfg.loss.augment))
+        return self.D(augment(clips, self._augment) if self._augment is not None else clips)
 
     def loss_g(self, batch: torch.Tensor, step: int):
         logits = self.run_d(self.fake_clips(batch.shape[0]))

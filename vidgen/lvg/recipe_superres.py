@@ -5,7 +5,7 @@ One step on a batch of short clips (12 low-res frames in, the 4 matching high-re
 - low-res input augmentation (p = 0.5 per op: scale, rotation, anisotropy, sub-pixel shift,
   noise; one draw per clip) so the generator tolerates *generated* low-res input;
 - the discriminator sees the 4 high-res frames stacked with the 4 low-res ones upsampled;
-  adaptive augmentation (ADA, target 0.6, p <= 0.5, pipeline ``augment.ada_pipeline``, 'bgc'
+  adaptive augmentation (ADA, target 0.6, p <= 0.5, pipeline ``augment.pipeline``, 'bgc'
   by default) is applied to both jointly, with the same parameters, and the low-res
   conditioning is kept only with probability 0.1;
 - non-saturating logistic loss, lazy R1 (gamma 1, every 16 steps) on the high-res input,
@@ -27,9 +27,9 @@ from torch import nn
 from vidgen.config import PositiveFloat, PositiveInt
 from vidgen.errors import ConfigError
 from vidgen.lvg.superres import SuperResDiscriminator, SuperResGenerator, SuperResModelConfig
-from vidgen.train.ada import AdaController, AdaOps, AdaPipeline, ada_augment
+from vidgen.train.ada import AdaController, AdaOps, ada_augment
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
-from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
+from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 
 
 @dataclass
@@ -46,20 +46,9 @@ class SuperResLossConfig:
     r1_gamma: float = 1.0
     r1_interval: int = 16  # lazy R1 every this many steps
     lr_cond_prob: float = 0.1  # the discriminator keeps the low-res conditioning this often (zeroed w.p. 0.9)
-    ema_beta: float = 0.99985
-    ema_warmup_steps: int = 25000
-
-
-@dataclass
-class SuperResAugmentConfig:
-    input_p: float = 0.5  # low-res input augmentation: probability of each op per clip
-    input_strength: float = 8.0  # scale of the input augmentation's ranges (see lowres_input_augment)
-    ada_target: float = 0.6  # ADA target of E[sign(D(real))]
-    ada_p_max: float = 0.5
-    ada_p_init: float = 0.0
-    ada_speed_kimg: float = 500.0  # p can move by 1 per this many thousand real clips
-    ada_interval: int = 4  # steps between p updates
-    ada_pipeline: AdaPipeline = "bgc"  # ADA ops: "b" blits, "bg" + geometry, "bgc" + colour (vidgen.train.ada)
+    # G's low-res input is corrupted so that it tolerates generated low-res frames:
+    input_p: float = 0.5  # probability of each op per clip
+    input_strength: float = 8.0  # scale of the ops' ranges (see lowres_input_augment)
 
 
 @dataclass
@@ -68,7 +57,16 @@ class SuperResConfig:
     data: SuperResDataConfig = field(default_factory=SuperResDataConfig)
     model: SuperResModelConfig = field(default_factory=SuperResModelConfig)
     loss: SuperResLossConfig = field(default_factory=SuperResLossConfig)
-    augment: SuperResAugmentConfig = field(default_factory=SuperResAugmentConfig)
+    # ADA on the low- and high-res frames jointly: target 0.6, p <= 0.5 (docs/METHODS.md, LVG super-res)
+    augment: AugmentSpec = field(default_factory=lambda: AugmentSpec(
+        kind="ada", pipeline="bgc", target=0.6, p=0.0, p_max=0.5, speed_kimg=500.0, interval=4))
+    ema: EMASpec = field(default_factory=lambda: EMASpec(kind="beta", beta=0.99985, warmup_steps=25_000))
+
+    RENAMED_KEYS = {"loss.ema_beta": "ema.beta", "loss.ema_warmup_steps": "ema.warmup_steps",
+                    "augment.input_p": "loss.input_p", "augment.input_strength": "loss.input_strength",
+                    "augment.ada_target": "augment.target", "augment.ada_p_max": "augment.p_max",
+                    "augment.ada_p_init": "augment.p", "augment.ada_speed_kimg": "augment.speed_kimg",
+                    "augment.ada_interval": "augment.interval", "augment.ada_pipeline": "augment.pipeline"}
 
 
 # --- augmentation ----------------------------------------------------------------------------
@@ -153,15 +151,17 @@ class SuperResRecipe(Recipe):
         super().__init__(cfg, device)
         m, a, l = cfg.model, cfg.augment, cfg.loss
         m.check()
-        if not 0 <= a.input_p <= 1 or not 0 <= a.ada_p_max <= 1:
-            raise ConfigError("augment.input_p and augment.ada_p_max must be in [0, 1]")
+        a.check(("ada", "none"))
+        if not 0 <= l.input_p <= 1:
+            raise ConfigError(f"loss.input_p must be in [0, 1]; got {l.input_p}")
         if l.r1_interval < 1:
             raise ConfigError(f"loss.r1_interval must be >= 1; got {l.r1_interval}")
-        self.ada_ops = AdaOps.preset(a.ada_pipeline)
+        self.ada_ops = AdaOps.preset(a.pipeline)
         self.G = SuperResGenerator(m).to(device)
         self.D = SuperResDiscriminator(m).to(device)
-        self.ada = AdaController(target=a.ada_target, speed_kimg=a.ada_speed_kimg, interval=a.ada_interval,
-                                 p_init=a.ada_p_init, p_max=a.ada_p_max)
+        on = a.kind == "ada"  # with kind "none", p stays 0 and the augmentation is the identity
+        self.ada = AdaController(target=a.target, speed_kimg=a.speed_kimg, interval=a.interval,
+                                 p_init=a.p if on else 0.0, p_max=a.p_max if on else 0.0)
         self._sample_input: torch.Tensor | None = None
 
     def networks(self) -> dict[str, nn.Module]:
@@ -173,8 +173,7 @@ class SuperResRecipe(Recipe):
                 "D": OptimizerSpec(("D",), l.lr_d, betas=tuple(l.betas), reg_interval=l.r1_interval)}
 
     def ema(self) -> dict[str, EMASpec]:
-        l = self.cfg.loss
-        return {"G": EMASpec(kind="beta", beta=l.ema_beta, warmup_steps=l.ema_warmup_steps)}
+        return {"G": self.cfg.ema}
 
     def dataset(self, random_start: bool = True) -> torch.utils.data.Dataset:
         """Clips of frames + 2K low-res frames with their high-res frames (random windows;
@@ -194,8 +193,8 @@ class SuperResRecipe(Recipe):
         return batch["lowres"], batch["highres"]  # [B, C, T + 2K, h, w], [B, C, T, H, W]
 
     def _augment_input(self, lowres: torch.Tensor) -> torch.Tensor:
-        a = self.cfg.augment
-        return lowres_input_augment(lowres, a.input_p, a.input_strength)
+        l = self.cfg.loss
+        return lowres_input_augment(lowres, l.input_p, l.input_strength)
 
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.cfg.model.z_dim, device=self.device)

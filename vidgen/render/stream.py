@@ -109,6 +109,7 @@ def render_to_file(generator: VideoGenerator, seed: int, num_frames: int, out: s
 def _build_family_generator(ckpt, device: torch.device) -> torch.nn.Module:
     """The EMA generator of a checkpoint, on ``device``, in eval mode."""
     from vidgen.registry import recipe_class
+    from vidgen.train.checkpoint import load_state
 
     recipe_cls = recipe_class(ckpt.family)
     cfg = config_from_dict(recipe_cls.config_class, ckpt.config)
@@ -123,7 +124,7 @@ def _build_family_generator(ckpt, device: torch.device) -> torch.nn.Module:
     else:
         raise VidgenError(f"{ckpt.path} is a {ckpt.family!r} checkpoint; expected lvg-lowres or lvg-superres")
     name = "G_ema" if "G_ema" in ckpt.network_names else "G"
-    ckpt.load_network(G, name)  # names, shapes and finiteness checked
+    load_state(G, ckpt, name)  # names, shapes and finiteness checked
     return G.to(device).eval()
 
 

@@ -35,7 +35,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -184,12 +184,33 @@ class Checkpoint:
         refuse_nonfinite(out, f"{self.path} (network {name!r})")
         return out
 
-    def load_network(self, net: torch.nn.Module, name: str) -> None:
-        """Load network ``name`` into ``net``, checking names, shapes and finiteness."""
-        load_network_state(net, self.network_state(name), f"{self.path} (network {name!r})")
-
     def train_tensors(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / "train.safetensors"))
+
+
+def load_state(net: torch.nn.Module, c: Checkpoint, name: str) -> torch.nn.Module:
+    """Load network ``name`` of checkpoint ``c`` into ``net``, every key and shape checked and
+    non-finite weights refused; CheckpointError names what does not fit (a checkpoint of
+    another config or family, or an edited state.json)."""
+    load_network_state(net, c.network_state(name), str(c.path), name)
+    return net
+
+
+def load_network(c: Checkpoint | str | os.PathLike, names: str | tuple[str, ...],
+                 build: Callable[[dict[str, Any]], torch.nn.Module],
+                 device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The one way from a checkpoint to a network: ``build(c.config)`` makes the network, the
+    first of ``names`` that the checkpoint holds (e.g. ``("G_ema", "G")``) is loaded into it
+    with every key and shape checked (:func:`load_state`); returned on ``device``."""
+    if not isinstance(c, Checkpoint):
+        c = read_checkpoint(c)
+    names = (names,) if isinstance(names, str) else tuple(names)
+    name = next((n for n in names if n in c.network_names), None)
+    if name is None:
+        raise CheckpointError(f"{c.path} has none of the networks {', '.join(names)}; it has: "
+                              f"{', '.join(c.network_names)}")
+    net = build(c.config)
+    return load_state(net, c, name).to(device)
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:

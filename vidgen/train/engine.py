@@ -207,8 +207,12 @@ class Trainer:
         ckpt.check_resume_fields(c.state, str(c.path / "state.json"))
         for name, net in self.all_networks().items():
             if name not in c.network_names:
+                if c.state.get("imported"):
+                    raise ckpt.CheckpointError(
+                        f"{c.path} was imported from {c.state['imported']['source']} without network {name!r}, so "
+                        f"it cannot be resumed; start a new run from it with --init {c.path.parent.parent}")
                 raise ckpt.CheckpointError(f"{c.path} has no network {name!r}; was it written by another recipe?")
-            c.load_network(net, name)
+            ckpt.load_state(net, c, name)
         tensors = c.train_tensors()
         part = "optimizer state"
         try:
@@ -231,6 +235,53 @@ class Trainer:
         self.step, self.nimg = c.step, c.nimg
         self.nonfinite_losses = c.state["counters"]["nonfinite_losses"]
         self.nonfinite_grads = c.state["counters"]["nonfinite_grads"]
+
+    def init_from(self, c: ckpt.Checkpoint) -> list[str]:
+        """Start from the networks of checkpoint ``c`` (fine-tuning): each network takes the
+        weights of the same name, else of its EMA copy (``G`` from ``G_ema``) or, for an EMA
+        copy, of its network; optimiser moments are taken where present and of the same shapes,
+        with this run's learning rates. Step, EMA schedule and recipe state start afresh.
+        Returns one line per network and optimiser saying what it started from."""
+        notes = []
+        for name, net in self.all_networks().items():
+            base = name.split("_ema")[0]
+            src = next((n for n in (name, f"{base}_ema", base) if n in c.network_names), None)
+            if src is None:
+                notes.append(f"{name}: not in {c.path}; freshly initialised")
+                continue
+            ckpt.load_state(net, c, src)
+            notes.append(f"{name}: from {src}")
+        tensors = c.train_tensors() if c.state.get("optimizers") else {}
+        for k, opt in self.opts.items():
+            saved = (c.state.get("optimizers") or {}).get(k)
+            note = self._init_optimizer(opt, saved, tensors)
+            notes.append(f"optimizer {k}: {note}")
+        return notes
+
+    @staticmethod
+    def _init_optimizer(opt: torch.optim.Optimizer, saved: Any, tensors: dict[str, torch.Tensor]) -> str:
+        if not saved:
+            return "fresh (none in the checkpoint)"
+        sd = ckpt.join_state(saved, tensors)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        state = {int(i): v for i, v in sd.get("state", {}).items()}
+        if not state:
+            return "fresh (the checkpoint's has no moments yet)"
+        for i, st in state.items():
+            if i >= len(params) or any(isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape != params[i].shape
+                                       for v in st.values()):
+                return "fresh (the checkpoint's does not fit these parameters)"
+        if len(params) != sum(len(g["params"]) for g in sd["param_groups"]):
+            return "fresh (the checkpoint's does not fit these parameters)"
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        sd["state"] = state
+        for group in sd["param_groups"]:
+            if "betas" in group:
+                group["betas"] = tuple(group["betas"])
+        opt.load_state_dict(sd)
+        for group, h in zip(opt.param_groups, hyper):  # this run's learning rates and betas
+            group.update(h)
+        return f"moments of {len(state)} parameters from the checkpoint"
 
     def sample(self, folder: Path, num: int = 16) -> Path | None:
         nets = {k: ema.copies()[f"{k}_ema"] for k, ema in self.emas.items()}
@@ -258,16 +309,17 @@ def open_dataset(recipe: Recipe, cfg: Any) -> torch.utils.data.Dataset:
     return dataset
 
 
-def train(recipe_cls: type[Recipe], cfg: Any, resume: str | None = None) -> Path:
+def train(recipe_cls: type[Recipe], cfg: Any, resume: str | None = None, init: str | None = None) -> Path:
     """Train ``recipe_cls`` with ``cfg``; ``resume`` is None, "auto" (the newest run of this
-    recipe under ``engine.out_dir``, or a fresh one) or a run / checkpoint folder. Returns the
-    run folder.
+    recipe under ``engine.out_dir``, or a fresh one) or a run / checkpoint folder. ``init``: a
+    run or checkpoint folder whose networks a new run starts from (:meth:`Trainer.init_from`;
+    ignored when a run is resumed). Returns the run folder.
 
     Teardown, on success and on error alike: the loader workers and the logger first (they
     belong to this rank alone), then the process group, whose threads end there."""
     info = init_distributed(cfg.engine.device)
     try:
-        return _train(recipe_cls, cfg, resume, info)
+        return _train(recipe_cls, cfg, resume, info, init)
     finally:
         shutdown(info)
 
@@ -276,14 +328,18 @@ class Run:
     """One run, set up and stepped one loop iteration at a time (``train`` drives it; tools
     can interleave it with other work)."""
 
-    def __init__(self, recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo):
+    def __init__(self, recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo,
+                 init: str | None = None):
         e = self.e = cfg.engine
         self.info, self.family = info, recipe_cls.family
-        self.lock = None  # rank 0 holds the run folder's lock (runlock.py)
+        self.lock = None  # rank 0 holds the run folder's lock (vidgen.lockfile.PathLock)
         self.data = self.log = None
         tr = self.tr = Trainer(recipe_cls, cfg, info)
         dataset = open_dataset(tr.recipe, cfg)  # before the run folder: a bad data path leaves nothing behind
         tr.dataset_len = len(dataset)
+        # before the run folder, like the data: a bad --init leaves nothing behind (a resumed run
+        # then replaces all of it: weights, optimisers, step)
+        init_notes = self._init(init) if init else []
 
         def choose() -> tuple[str, str | None, list[str]]:
             plan = plan_run(e.out_dir, tr.recipe.run_name(), resume)
@@ -297,6 +353,8 @@ class Run:
         except BaseException:
             self.close()
             raise
+        if source is None and init:
+            notes.append(f"started from the networks of {init}: " + "; ".join(init_notes))
         self.log = TrainLogger(self.run_dir, e.steps, tr.step, enabled=info.is_main)
         for note in notes:
             self.log.write(note)
@@ -333,6 +391,12 @@ class Run:
             truncate_stats(self.run_dir, self.tr.step)
         except OSError as exc:
             raise VidgenError(f"cannot write to the run folder {self.run_dir}: {describe_os_error(exc)}") from None
+
+    def _init(self, init: str) -> list[str]:
+        c = ckpt.read_checkpoint(init)
+        if c.family != self.family:
+            raise ckpt.CheckpointError(f"--init {init}: a {c.family!r} checkpoint cannot start a {self.family!r} run")
+        return self.tr.init_from(c)
 
     @property
     def done(self) -> bool:
@@ -387,8 +451,8 @@ def _kept(run_dir: Path) -> str:
     return f"the last good checkpoint is {good[-1]}" if good else f"no checkpoint of {run_dir} was written yet"
 
 
-def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo) -> Path:
-    run = Run(recipe_cls, cfg, resume, info)
+def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo, init: str | None = None) -> Path:
+    run = Run(recipe_cls, cfg, resume, info, init)
     try:
         while not run.done:
             run.step()

@@ -72,22 +72,62 @@ class Phase:
 
 @dataclass
 class EMASpec:
-    """An exponential moving average the engine keeps of one network.
+    """The ``ema:`` section of every family's config: the exponential moving average the
+    engine keeps of the generator (or denoiser).
 
     kind "beta": fixed per-step decay ``beta`` after a linear warm-up of ``warmup_steps``
     (the long-video GAN: 0.99985, 25k steps). kind "halflife": StyleGAN-style half-life in
     thousands of images, with ``rampup`` (fraction of images seen). kind "power": EDM2
     power-function EMA for each of ``sigma_rels``, with snapshots every ``snapshot_every``
-    steps for post-hoc reconstruction (METHODS.md section 4).
+    steps for post-hoc reconstruction (docs/METHODS.md, EDM2).
     """
 
-    kind: str = "halflife"  # "beta" | "halflife" | "power"
+    kind: Literal["beta", "halflife", "power"] = "halflife"
     beta: float = 0.999
     warmup_steps: int = 0
     halflife_kimg: float = 10.0
     rampup: float | None = 0.05
     sigma_rels: tuple[float, ...] = (0.05, 0.10)
     snapshot_every: int = 0
+
+
+@dataclass
+class AugmentSpec:
+    """The ``augment:`` section of every family's config: what the discriminator's inputs go
+    through (the same keys in every family; each family documents which kinds it supports).
+
+    kind "none": nothing. kind "ada": adaptive discriminator augmentation (Karras et al. 2020):
+    the ops of ``pipeline`` each applied with probability p, p starting at ``p`` and adjusted
+    every ``interval`` steps towards E[sign(D(real))] = ``target`` at a speed of 1 per
+    ``speed_kimg`` thousand real samples, capped at ``p_max``. kind "diffaug": clip-consistent
+    DiffAugment (Zhao et al. 2020) with fixed strengths: ``xflip`` probability, ``color``,
+    ``translation`` and ``cutout`` fractions, ``time_stretch`` (2^U(-a, a), video only), each
+    op applied with probability ``p``.
+    """
+
+    kind: Literal["none", "ada", "diffaug"] = "none"
+    p: float = 0.0
+    pipeline: Literal["b", "bg", "bgc"] = "bgc"  # ADA ops: blits, + geometry, + colour
+    target: float = 0.6
+    p_max: float = 1.0
+    speed_kimg: float = 500.0
+    interval: int = 4
+    xflip: float = 0.5
+    color: bool = True
+    translation: float = 0.125
+    cutout: float = 0.5
+    time_stretch: float = 0.0
+
+    def check(self, kinds: tuple[str, ...], where: str = "augment") -> None:
+        """ConfigError unless the kind is one of ``kinds`` and the probabilities are in [0, 1]."""
+        from vidgen.errors import ConfigError
+
+        if self.kind not in kinds:
+            raise ConfigError(f"{where}.kind: {self.kind!r} is not supported by this family; "
+                              f"choose one of {', '.join(map(repr, kinds))}")
+        for key in ("p", "p_max", "xflip"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{where}.{key} must be in [0, 1]; got {getattr(self, key)}")
 
 
 class Recipe:

@@ -60,6 +60,8 @@ def network_mismatches(networks: dict[str, nn.Module], file: str) -> list[str]:
     for name, net in networks.items():
         own = {f"{name}/{k}": tuple(v.shape) for k, v in net.state_dict().items()}
         theirs = {k: s for k, s in stored.items() if k.startswith(name + "/")}
+        if not theirs:  # a network the checkpoint lacks altogether: loading says so (Trainer.load)
+            continue
         for k in sorted(set(own) | set(theirs)):
             if own.get(k) != theirs.get(k):
                 out.append(f"{k}: {list(theirs[k]) if k in theirs else 'absent'} in the checkpoint, "

@@ -6,8 +6,9 @@
                        checkpoint, started again in place; else a new folder
     --resume PATH      a run folder or checkpoint folder
 
-The chosen folder is locked (:mod:`vidgen.train.runlock`) before its checkpoint is read, so
-two trainers never continue one run.
+The chosen folder is locked (:class:`vidgen.lockfile.PathLock`, ``.RUN.lock`` beside it)
+before its checkpoint is read, so two trainers never continue one run; a lock left by a
+killed trainer is taken over with a note.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidgen.errors import VidgenError
+from vidgen.lockfile import PathLock
 from vidgen.train import checkpoint as ckpt
-from vidgen.train.runlock import RunLock
 
 
 @dataclass
 class RunPlan:
     run_dir: Path
     source: Path | None  # checkpoint folder to resume from; None: start at step 0
-    lock: RunLock
+    lock: PathLock
     notes: list[str]  # what the log should say about the choice
 
 
@@ -38,46 +39,47 @@ def _unfinished_start(out_dir: Path, run_name: str) -> Path | None:
     return None
 
 
-def _locked(run_dir: Path) -> RunLock:
+def _locked(run_dir: Path, notes: list[str]) -> PathLock:
     try:
-        return RunLock(run_dir).acquire()
+        return PathLock(run_dir, "vidgen train", notes.append).acquire()
     except OSError as exc:
         raise VidgenError(f"cannot train in {run_dir}: {exc.filename}: {exc.strerror}") from None
 
 
 def plan_run(out_dir: str | os.PathLike, run_name: str, resume: str | None) -> RunPlan:
     """Choose and lock the run folder (see the module docstring)."""
-    out_dir = Path(out_dir)
+    out_dir, notes = Path(out_dir), []
     if resume in (None, "", "none"):
-        return _new(out_dir, run_name)
+        return _new(out_dir, run_name, notes)
     if resume == "auto":
         run = ckpt.latest_run(out_dir, run_name)
         if run is None:
             start = _unfinished_start(out_dir, run_name)
             if start is None:
-                return _new(out_dir, run_name)
-            lock = _locked(start)
-            return RunPlan(start, None, lock, [f"{start} has no checkpoint yet (its last start was stopped "
-                                               "before the first one): starting again in that folder"])
-        lock = _locked(run)
-        return _with_source(run, lock, lambda: ckpt.resolve_checkpoint(run))
+                return _new(out_dir, run_name, notes)
+            lock = _locked(start, notes)
+            return RunPlan(start, None, lock, notes + [f"{start} has no checkpoint yet (its last start was stopped "
+                                                       "before the first one): starting again in that folder"])
+        lock = _locked(run, notes)
+        return _with_source(run, lock, lambda: ckpt.resolve_checkpoint(run), notes)
     source = ckpt.resolve_checkpoint(resume)
-    return _with_source(source.parent.parent, _locked(source.parent.parent), lambda: ckpt.resolve_checkpoint(source))
+    run = source.parent.parent
+    return _with_source(run, _locked(run, notes), lambda: ckpt.resolve_checkpoint(source), notes)
 
 
-def _with_source(run_dir: Path, lock: RunLock, resolve) -> RunPlan:
+def _with_source(run_dir: Path, lock: PathLock, resolve, notes: list[str]) -> RunPlan:
     try:  # resolved again under the lock: a trainer that held it may have written a newer one
         source = resolve()
     except BaseException:
         lock.release()
         raise
-    return RunPlan(run_dir, source, lock, [lock.stale] if lock.stale else [])
+    return RunPlan(run_dir, source, lock, notes)
 
 
-def _new(out_dir: Path, run_name: str) -> RunPlan:
+def _new(out_dir: Path, run_name: str, notes: list[str]) -> RunPlan:
     try:
         run_dir = ckpt.new_run_dir(out_dir, run_name)
     except OSError as exc:
         raise VidgenError(f"cannot create a run folder under {out_dir}: {exc.filename or out_dir}: "
                           f"{exc.strerror}") from None
-    return RunPlan(run_dir, None, _locked(run_dir), [])
+    return RunPlan(run_dir, None, _locked(run_dir, notes), notes)

@@ -78,8 +78,8 @@ def check_resume_fields(state: dict[str, Any], where: str) -> None:
     """The fields only resuming needs (RNG states, sampler position, counters, optimisers)."""
     for key, ok, expected in (
             ("world_size", _is_int(state.get("world_size")) and state.get("world_size", 0) >= 1, "a positive integer"),
-            ("rng", isinstance(state.get("rng"), list) and bool(state.get("rng"))
-             and all(isinstance(r, dict) for r in state["rng"]), "a list of RNG states, one per rank"),
+            ("rng", isinstance(state.get("rng"), list) and all(isinstance(r, dict) for r in state["rng"]),
+             "a list of RNG states, one per rank (empty: fresh seeds)"),
             ("sampler", isinstance(state.get("sampler"), dict), "a mapping"),
             ("counters", isinstance(state.get("counters"), dict), "a mapping"),
             ("optimizers", isinstance(state.get("optimizers"), dict), "a mapping of optimizer states"),
@@ -98,8 +98,6 @@ def check_resume_fields(state: dict[str, Any], where: str) -> None:
     for key in ("nonfinite_losses", "nonfinite_grads"):
         _need(_is_int(state["counters"].get(key)) and state["counters"][key] >= 0, where, f"counters.{key}",
               "a non-negative integer", state["counters"].get(key))
-    _need(len(state["rng"]) == state["world_size"], where, "rng", f"{state['world_size']} RNG states (world_size)",
-          f"{len(state['rng'])} states")
     for i, r in enumerate(state["rng"]):
         _need(isinstance(r.get("torch"), str), where, f"rng[{i}].torch", "base64 text", r.get("torch"))
         _need(isinstance(r.get("numpy"), list) and len(r["numpy"]) == 5, where, f"rng[{i}].numpy",
@@ -133,18 +131,20 @@ def refuse_nonfinite(tensors: dict[str, torch.Tensor], where: str) -> None:
             "to load it anyway")
 
 
-def load_network_state(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+def load_network_state(net: nn.Module, state: dict[str, torch.Tensor], where: str, name: str = "") -> None:
     """``net.load_state_dict(state)`` with a CheckpointError naming the first mismatched
-    tensors (missing, unexpected, or of another shape) instead of torch's RuntimeError."""
+    tensors (missing, unexpected, or of another shape) instead of torch's RuntimeError.
+    ``where``: the file; ``name``: the network in it."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} is {list(state[k].shape)} in the file but {list(v.shape)} in the network"
+    shapes = [f"{k} {list(state[k].shape)} in the file, {list(v.shape)} in the network"
               for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if missing or unexpected or shapes:
-        parts = ([f"{len(shapes)} tensors of another shape ({shapes[0]})"] if shapes else []) + \
-                ([f"{len(missing)} missing (e.g. {missing[0]!r})"] if missing else []) + \
-                ([f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})"] if unexpected else [])
-        raise CheckpointError(f"{where} does not fit the network its config describes: {'; '.join(parts)}. "
-                              "Was the checkpoint's state.json edited, or does it belong to another run?")
+        parts = [f"{label} {items[0]}{f' and {len(items) - 1} more' if len(items) > 1 else ''}"
+                 for label, items in (("wrong shape", shapes), ("missing", missing), ("unexpected", unexpected))
+                 if items]
+        what = f"the {name} weights" if name else "the weights"
+        raise CheckpointError(f"{where}: {what} do not fit the network its config describes ({'; '.join(parts)}); "
+                              "was the checkpoint's state.json edited, or does it belong to another run?")
     net.load_state_dict(state)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +25,7 @@ from vidgen.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, Posit
 from vidgen.errors import ConfigError
 from vidgen.registry import Family, register
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
-from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
+from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
 
 
 @dataclass
@@ -44,7 +45,6 @@ class ToyModelConfig:
     r1_gamma: NonNegativeFloat = 1.0
     r1_interval: PositiveInt = 4  # lazy R1 every this many steps
     latents: Literal["rng", "index"] = "rng"
-    ema: EMASpec = field(default_factory=lambda: EMASpec(kind="halflife", halflife_kimg=0.5, rampup=0.05))
 
 
 @dataclass
@@ -52,6 +52,10 @@ class ToyGANConfig:
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(steps=200, batch=8, workers=0))
     data: ToyDataConfig = field(default_factory=ToyDataConfig)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # kind "none" only
+    ema: EMASpec = field(default_factory=lambda: EMASpec(kind="halflife", halflife_kimg=0.5, rampup=0.05))
+
+    RENAMED_KEYS = {"model.ema": "ema"}
 
 
 class SyntheticPatterns(torch.utils.data.Dataset):
@@ -160,8 +164,7 @@ class ToyGANRecipe(Recipe):
         d, m = cfg.data, cfg.model
         if d.resolution < 4 or d.resolution & (d.resolution - 1):
             raise ConfigError(f"data.resolution must be a power of two >= 4; got {d.resolution}")
-        if m.latents not in ("rng", "index"):
-            raise ConfigError(f"model.latents must be 'rng' or 'index'; got {m.latents!r}")
+        cfg.augment.check(("none",))
         self.G = ToyG(m.z_dim, m.channels, d.resolution, d.frames).to(device)
         self.D = ToyD(m.channels, d.resolution, d.frames).to(device)
 
@@ -174,7 +177,7 @@ class ToyGANRecipe(Recipe):
                 "D": OptimizerSpec(("D",), m.lr_d, reg_interval=m.r1_interval)}
 
     def ema(self) -> dict[str, EMASpec]:
-        return {"G": self.cfg.model.ema}
+        return {"G": self.cfg.ema}
 
     def dataset(self) -> torch.utils.data.Dataset:
         d, m = self.cfg.data, self.cfg.model
