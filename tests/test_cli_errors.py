@@ -3,8 +3,8 @@ exit status 2, no traceback, and nothing left behind.
 
 Entry points: ``vidgen`` (vidgen.cli.main, also ``python -m vidgen``) and ``timelapse``
 (timelapse.cli.main). Commands: vidgen train (toygan, lvg-lowres, lvg-superres), diffusion
-train / sample / phema / toy, generate, eval, data synth; timelapse train / render / invert /
-eval / inspect. Classes of bad input: config values (files and --set, in --dry-run and in a
+train / sample / phema / toy, generate, eval, import, data synth; timelapse train / render /
+invert / eval / inspect. Classes of bad input: config values (files and --set, in --dry-run and in a
 real run), option values, devices, edited or diverged checkpoints, pickles where safetensors
 belong, I/O errors while writing (disk full, read-only, forbidden; injected, and real through
 a file-size limit), and warnings (one line, no source line).
@@ -376,6 +376,18 @@ def test_pickles_where_safetensors_belong(fx, tmp_path, capsys, pickled):
     one_line_error("vidgen", ["train", "toygan", "--data", "synthetic", "--resume", pt, "--out", out / "runs"],
                    capsys, "is a pickle")
     assert leftovers(out) == []
+
+
+def test_import_of_files_that_are_not_published_checkpoints(tmp_path, capsys):
+    (tmp_path / "text.pkl").write_text("not a pickle")
+    (tmp_path / "dict.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    out = tmp_path / "run"
+    one_line_error("vidgen", ["import", tmp_path / "missing.pkl", "--out", out], capsys, "missing.pkl does not exist")
+    one_line_error("vidgen", ["import", tmp_path / "text.pkl", "--out", out], capsys, "is not a pickle")
+    one_line_error("vidgen", ["import", tmp_path / "dict.pkl", "--out", out], capsys, "no model family recognises")
+    one_line_error("vidgen", ["import", tmp_path / "dict.pkl", "--out", out, "--family", "nosuch"], capsys,
+                   "argument --family: invalid choice")
+    assert not out.exists()
 
 
 # --- I/O errors while writing ------------------------------------------------------------------
