@@ -65,7 +65,7 @@ def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and parameter counts, then exit")
     p.add_argument("--allow-nonfinite", action="store_true",
-                   help="resume from a checkpoint with NaN / inf weights instead of refusing it")
+                   help="read a checkpoint (--resume, --init) with NaN / inf weights instead of refusing it")
 
 
 def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
