@@ -3,8 +3,8 @@ exit status 2, no traceback, and nothing left behind.
 
 Entry points: ``vidgen`` (vidgen.cli.main, also ``python -m vidgen``) and ``timelapse``
 (timelapse.cli.main). Commands: vidgen train (toygan, lvg-lowres, lvg-superres), diffusion
-train / sample / phema / toy, generate, eval, import, data synth; timelapse train / render /
-invert / eval / inspect. Classes of bad input: config values (files and --set, in --dry-run and in a
+train / sample / phema / toy, generate, eval, import, data synth / prepare / inspect;
+timelapse train / render / invert / eval / inspect. Classes of bad input: config values (files and --set, in --dry-run and in a
 real run), option values, devices, edited or diverged checkpoints, pickles where safetensors
 belong, I/O errors while writing (disk full, read-only, forbidden; injected, and real through
 a file-size limit), and warnings (one line, no source line).
@@ -221,6 +221,10 @@ OPTIONS = [  # (entry, argv, fragment of the message)
     ("vidgen", EVAL + ["--frame-batch", "-1"], "argument --frame-batch"),
     ("vidgen", EVAL + ["--device", "tpu"], "argument --device"),
     ("vidgen", ["data", "synth", "drive", "{out}/d", "--frames", "0"], "argument --frames"),
+    ("vidgen", ["data", "prepare", "{drive}", "--out", "{out}/ds", "--fps", "0"], "--fps 0.0"),
+    ("vidgen", ["data", "prepare", "{drive}", "--out", "{out}/ds", "--resolution", "0x0"], "resolution '0x0'"),
+    ("vidgen", ["data", "prepare", "{drive}", "--out", "{out}/ds", "--workers", "-1"], "--workers -1"),
+    ("vidgen", ["data", "inspect", "{out}/missing"], "no such file or folder"),
     ("vidgen", ["data", "synth", "timelapse", "{out}/d", "--days", "-1"], "argument --days"),
     ("vidgen", ["train", "nosuchfamily"], "argument FAMILY: invalid choice"),
     ("vidgen", ["generate", "--out", "{out}/g.mp4"], "the following arguments are required: --lowres"),
