@@ -347,18 +347,18 @@ class Run:
             return str(plan.run_dir), str(plan.source) if plan.source else None, plan.notes
         run_dir, source, notes = on_main(choose, info)
         self.run_dir = Path(run_dir)
-        try:
+        try:  # from here on a failure releases the run folder (close)
             notes = notes + self._resume(cfg, source, dataset)  # every rank
             on_main(lambda: self._prepare_folder(cfg, source is not None), info)
+            if source is None and init:
+                notes.append(f"started from the networks of {init}: " + "; ".join(init_notes))
+            self.log = TrainLogger(self.run_dir, e.steps, tr.step, enabled=info.is_main)
+            for note in notes:
+                self.log.write(note)
+            self.data = make_loader(dataset, e, info, consumed=tr.step * e.batch)
         except BaseException:
             self.close()
             raise
-        if source is None and init:
-            notes.append(f"started from the networks of {init}: " + "; ".join(init_notes))
-        self.log = TrainLogger(self.run_dir, e.steps, tr.step, enabled=info.is_main)
-        for note in notes:
-            self.log.write(note)
-        self.data = make_loader(dataset, e, info, consumed=tr.step * e.batch)
         self.timer, self.avg = Timer(), StatsAverager()
         self.t0 = self.tick_start = time.perf_counter()
         self.tick_step = tr.step
