@@ -131,3 +131,64 @@ def test_fourier_features_translate_by_transform():
     ff.transform[0, 2] = 1 / 16
     y2 = ff(w)
     torch.testing.assert_close(y2[..., :-1], y[..., 1:], atol=1e-4, rtol=0)
+
+
+def test_radial_filter_is_a_rotation_symmetric_unit_gain_lowpass():
+    f = design_lowpass(24, cutoff=5.0, width=6.0, fs=32, radial=True)
+    assert f.shape == (24, 24)
+    torch.testing.assert_close(f.sum(), torch.tensor(1.0))
+    torch.testing.assert_close(f, f.t())  # x <-> y
+    torch.testing.assert_close(f, f.flip(0))  # centred
+    # Frequency response: about 1 inside the cutoff, small beyond cutoff + transition, and the
+    # same along an axis and along a diagonal at the same radius (radial, unlike a separable one).
+    n = 256
+    spec = torch.fft.fft2(F.pad(f.double(), (0, n - 24, 0, n - 24))).abs()
+    def at(fx, fy):  # cycles per unit at fs = 32
+        return spec[round(fy / 32 * n) % n, round(fx / 32 * n) % n].item()
+    assert abs(at(2, 0) - 1) < 0.05 and abs(at(1.5, 1.5) - 1) < 0.05
+    assert at(11, 0) < 0.02 and at(8, 8) < 0.02
+    r = 5.0 / math.sqrt(2)
+    assert abs(at(5, 0) - at(r, r)) < 0.06
+    sep = design_lowpass(24, cutoff=5.0, width=6.0, fs=32)
+    sep_spec = torch.fft.fft2(F.pad(torch.outer(sep, sep).double(), (0, n - 24, 0, n - 24))).abs()
+    corner = sep_spec[round(4.5 / 32 * n), round(4.5 / 32 * n)].item()  # the square pass band's corner
+    assert corner > 0.4 and at(4.5, 4.5) < 0.15  # |f| = 6.4: the radial filter damps it more
+
+
+@pytest.mark.parametrize("up,down,padding", [(2, 1, (5, 6, 4, 7)), (1, 2, (3, 3, 1, 2)), (1, 1, (-2, 3, 0, 1))])
+def test_upfirdn2d_2d_filter_matches_naive(up, down, padding):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+    f = torch.randn(5, 6, dtype=torch.float64)  # asymmetric and non-separable
+    ours = upfirdn2d(x, f, up=up, down=down, padding=padding, gain=up ** 2)
+    N, C, H, W = x.shape
+    z = torch.zeros(N, C, H * up, W * up, dtype=x.dtype)
+    z[:, :, ::up, ::up] = x
+    z = F.pad(z, padding)
+    ref = F.conv2d(z.reshape(N * C, 1, *z.shape[2:]), (f * up ** 2).flip(0, 1)[None, None])
+    ref = ref.reshape(N, C, *ref.shape[2:])[:, :, ::down, ::down]
+    torch.testing.assert_close(ours, ref)
+    # A separable filter given in 2-D gives the separable path's result.
+    g = torch.randn(6, dtype=torch.float64)
+    torch.testing.assert_close(upfirdn2d(x, torch.outer(g, g), up, down, padding, up ** 2),
+                               upfirdn2d(x, g, up, down, padding, up ** 2))
+
+
+def test_radial_layers_use_2d_down_filters_except_critically_sampled():
+    specs = layer_specs(32, 32, channel_base=256, channel_max=16, num_layers=4, num_critical=1, margin=4)
+    layers = [SynthesisLayer(8, s, conv_kernel=1, use_radial_filters=True) for s in specs]
+    kinds = [(l.down_filter.ndim if l.has_fd else 0) for l in layers]
+    assert kinds[0] == 2 and all(k in (0, 1) for k, l in zip(kinds, layers) if l.spec.critically_sampled)
+    x = torch.randn(2, specs[0].in_channels, specs[0].in_size[1], specs[0].in_size[0])
+    assert layers[0](x, torch.randn(2, 8)).shape[2:] == (specs[0].out_size[1], specs[0].out_size[0])
+
+
+def test_fourier_features_transform_argument_equals_the_buffer():
+    torch.manual_seed(0)
+    ff = FourierFeatures(8, channels=6, size=(20, 20), sampling_rate=16, bandwidth=2)
+    w = torch.randn(3, 8)
+    m = torch.tensor([[0.96, -0.28, 0.1], [0.28, 0.96, -0.2], [0.0, 0.0, 1.0]])
+    by_arg = ff(w, transform=m)
+    ff.transform.copy_(m)
+    torch.testing.assert_close(ff(w), by_arg)
+    assert (by_arg - FourierFeatures.forward(ff, w, transform=torch.eye(3))).abs().max() > 0.1

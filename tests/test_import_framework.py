@@ -17,7 +17,6 @@ import torch
 from vidgen import registry
 from vidgen.config import config_from_dict, load_config
 from vidgen.errors import VidgenError
-from vidgen.safe_pickle import UnsafePickleError
 from vidgen.train import checkpoint as ckpt
 from vidgen.train import published
 from vidgen.train.dist import DistInfo

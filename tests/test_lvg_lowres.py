@@ -49,7 +49,7 @@ def test_spatial_schedule():
 def test_generator_shapes_at_every_level(T):
     torch.manual_seed(0)
     G = LowResGenerator(MICRO_G, 36, 64).eval()
-    plan = G.plan(0, T)
+    plan = G.plan(T)
     shapes = []
     hooks = [b.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for b in G.temporal_blocks]
     for block in G.spatial_blocks:  # frame by frame: [B * T, C, H, W] -> record as [B, C, T, H, W]
@@ -59,7 +59,7 @@ def test_generator_shapes_at_every_level(T):
             return y
         block.forward_frames = frames
     with torch.no_grad():
-        video = G.render_seeds([0, 1], 0, T)
+        video = G.render_seeds([0, 1], T)
     for h in hooks:
         h.remove()
     assert video.shape == (2, 3, T, 36, 64)
@@ -68,31 +68,38 @@ def test_generator_shapes_at_every_level(T):
     assert [s[2] for s in shapes] == lengths
     assert [s[3:] for s in shapes] == sizes
     assert plan.block_level == [5, 4, 3, 2, 1, 0]
-    # each level computes about ceil(T / 2^k) steps plus a small fixed margin
-    for (lo, hi), k in zip(plan.block_in, plan.block_level):
-        assert -(-T // 2 ** k) <= hi - lo <= -(-T // 2 ** k) + 16
+    # each level has ceil(T / 2^k) + 2 * 8 samples (the reference's sizes); a render computes
+    # at most those plus the two convolutions' margins
+    for (lo, hi), k, n in zip(plan.block_in, plan.block_level, plan.lengths):
+        assert n == -(-T // 2 ** k) + 16
+        assert -2 <= lo and hi <= n + 2
+    assert plan.level_len[0] == 32 * plan.lengths[0]
 
 
 def test_streaming_equals_one_shot():
     torch.manual_seed(0)
     G = LowResGenerator(MICRO_G, 18, 32).eval()
     with torch.no_grad():
-        whole = G.render_seeds([3], -20, 100)
-        parts = torch.cat([G.render_seeds([3], a, min(a + 17, 100)) for a in range(-20, 100, 17)], dim=2)
-        other = G.render_seeds([4], 0, 10)
-    assert (parts - whole).abs().max().item() <= 1e-5
-    assert (other - whole[:, :, 20:30]).abs().max() > 0.1 * whole.abs().max()  # another seed, another video
+        whole = G.render_seeds([3], 100, -8, 108)  # the last level's margin: 8 frames each side
+        parts = torch.cat([G.render_seeds([3], 100, a, min(a + 17, 108)) for a in range(-8, 108, 17)], dim=2)
+        other = G.render_seeds([4], 100, 0, 10)
+        longer = G.render_seeds([3], 101, 0, 100)
+    assert (parts - whole).abs().max().item() <= 1e-5 * whole.abs().max().item()
+    assert (other - whole[:, :, 8:18]).abs().max() > 0.1 * whole.abs().max()  # another seed, another video
+    assert (longer - whole[:, :, 8:108]).abs().max() > 0.01 * whole.abs().max()  # the length shapes the video
+    with pytest.raises(ValueError, match="defines frames -8 .. 107 only"):
+        G.render_seeds([3], 100, -9, 10)
 
 
 def test_generator_trains_with_fresh_noise():
     torch.manual_seed(0)
     G = LowResGenerator(MICRO_G, 18, 32)
-    video = G(lambda a, b: torch.randn(2, 2, b - a), 0, 20)
+    video = G(lambda a, b: torch.randn(2, 2, b - a), 20)
     video.square().mean().backward()
     assert video.shape == (2, 3, 20, 18, 32)
     assert all(p.grad is not None for p in G.parameters())
     assert G.temporal_blocks[0].mag0.magnitude.item() != 1.0  # magnitude EMA updated in training
-    assert G.temporal_blocks[1].mag0.magnitude.item() != 0.5
+    assert G.temporal_blocks[1].mag0.magnitude.item() != 1.0
 
 
 @pytest.mark.parametrize("T", [16, 32, 128])
@@ -104,7 +111,9 @@ def test_discriminator_clip_lengths(T):
         D(torch.randn(2, 3, T + 1, 36, 64))
 
 
-def test_fused_downsampling_conv_equals_conv_then_lowpass():
+def test_downsampling_conv_is_conv_then_lowpass():
+    """The reference order (LVG code, Conv3dLayer): 'same' conv, then the [1, 3, 3, 1] / 8
+    low-pass with zero padding 1 and decimation, then bias and leaky ReLU; edges included."""
     torch.manual_seed(0)
     c = Conv3d(4, 6, 5, 3, s_down=True, t_down=True, clamp=256.0)
     torch.nn.init.normal_(c.bias)
@@ -113,7 +122,7 @@ def test_fused_downsampling_conv_equals_conv_then_lowpass():
     y = c(x)
     ref = F.leaky_relu(ref + c.bias[:, None, None, None], 0.2) * 2 ** 0.5
     assert y.shape == ref.shape == (1, 6, 8, 8, 8)
-    torch.testing.assert_close(y[:, :, 2:-2, 2:-2, 2:-2], ref[:, :, 2:-2, 2:-2, 2:-2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_valid_temporal_resampling_keeps_absolute_indices():
@@ -137,8 +146,8 @@ def test_training_window_crop_equals_cropping_the_video():
     def fixed(a, b):  # the same noise for both calls
         return noise.setdefault((a, b), torch.randn(2, 2, b - a))
 
-    full = G(fixed, 0, 24)
-    kept = G(fixed, 0, 24, offsets=[3, 8], length=16)
+    full = G(fixed, 24)
+    kept = G(fixed, 24, offsets=[3, 8], length=16)
     torch.testing.assert_close(kept, torch.stack([full[0, :, 3:19], full[1, :, 8:24]]), atol=1e-6, rtol=0)
 
 
@@ -167,25 +176,13 @@ def test_clamp_symmetric_matches_clamp_values_and_gradients(scale):
     assert torch.isnan(clamp_symmetric(torch.tensor([1.0, float("nan")]), 8.0)).any()
 
 
-def _blurred_kernel(weight: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Reference: the conv kernel fully convolved with [1, 3, 3, 1] / 8 along ``dims``."""
-    f = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
-    for d in dims:
-        moved = weight.movedim(d, -1)
-        k = moved.shape[-1]
-        out = torch.zeros(*moved.shape[:-1], k + 3)
-        for i in range(k):
-            out[..., i:i + 4] += moved[..., i:i + 1] * f
-        weight = out.movedim(-1, d)
-    return weight
-
-
 @pytest.mark.parametrize("kt,ks,t_down,s_down,frames", [
     (5, 3, True, True, False), (5, 3, False, True, False), (3, 3, True, False, False), (1, 1, True, True, False),
     (1, 1, False, True, False), (1, 3, False, True, True), (1, 1, False, True, True), (3, 3, False, False, False)])
-def test_downsampling_conv_equals_strided_conv_with_blurred_kernel(kt, ks, t_down, s_down, frames):
-    """The low-pass-first route gives the blurred-kernel strided conv's values and gradients
-    everywhere, edges included, for 3-D layers, frame layers and 1x1 skips."""
+def test_downsampling_conv_equals_reference_order(kt, ks, t_down, s_down, frames):
+    """Values and gradients of every layer kind (3-D, frames, 1x1 skips) equal the textbook
+    'same' conv -> zero-padded [1, 3, 3, 1] / 8 decimation -> bias -> leaky ReLU -> clamp,
+    edges included (the reference implementation's order)."""
     torch.manual_seed(0)
     act = ks > 1
     c = Conv3d(6, 10, kt, ks, s_down=s_down, t_down=t_down, bias=act, act=act, clamp=256.0)
@@ -193,14 +190,18 @@ def test_downsampling_conv_equals_strided_conv_with_blurred_kernel(kt, ks, t_dow
         torch.nn.init.normal_(c.bias)
     shape = (3, 6, 12, 10) if frames else (2, 6, 8, 12, 10)
     x = torch.randn(*shape, requires_grad=True)
-    dims = ((2,) if t_down else ()) + ((3, 4) if s_down else ())
-    w = _blurred_kernel(c.weight * c.gain * (2 ** 0.5 if act else 1.0), dims)
-    st = (2 if t_down else 1, 2 if s_down else 1, 2 if s_down else 1)
-    pad = tuple((k - s) // 2 for k, s in zip(w.shape[2:], st))
-    b = c.bias * 2 ** 0.5 if act else None
-    ref = F.conv2d(x, w[:, :, 0], b, stride=st[1:], padding=pad[1:]) if frames else \
-        F.conv3d(x, w, b, stride=st, padding=pad)
-    ref = F.leaky_relu(ref, 0.2) if act else ref
+    w = c.weight * c.gain
+    if frames:
+        ref = F.conv2d(x, w[:, :, 0], padding=ks // 2)
+        dims = (2, 3) if s_down else ()
+    else:
+        ref = F.conv3d(x, w, padding=(kt // 2, ks // 2, ks // 2))
+        dims = ((2,) if t_down else ()) + ((3, 4) if s_down else ())
+    for d in dims:
+        ref = downsample_same(ref, dim=d)
+    if act:
+        ref = F.leaky_relu(ref + c.bias.view(-1, *[1] * (ref.ndim - 2)), 0.2) * 2 ** 0.5
+    ref = ref.clamp(-256, 256)
     y = c(x)
     assert y.shape == ref.shape
     assert y.shape[-2:] == ((6, 5) if s_down else (12, 10))
@@ -212,62 +213,88 @@ def test_downsampling_conv_equals_strided_conv_with_blurred_kernel(kt, ks, t_dow
     torch.testing.assert_close(gw, rw, atol=1e-5, rtol=1e-5)
 
 
+def _textbook_block(blk, x_ref, w, up_t: bool, crop: int, out_len: int):
+    """The reference implementation's block (LVG code, Synthesis3dResBlock) in textbook form
+    on a whole level: input x_ref [B, C, T, h, w] as the previous leaky ReLU (with its sqrt(2)
+    gain) left it, zero padding in time, magnitude gains after the demodulation."""
+    from vidgen.nn.filters import upfirdn1d, upfirdn2d
+    from vidgen.nn.style import modulated_conv3d
+
+    r = blk.kt // 2
+    g0 = blk.mag0.magnitude.rsqrt()
+    g1 = blk.mag1.magnitude.rsqrt()
+    pad = (r, blk.ks // 2, blk.ks // 2)
+
+    def act(t, b):
+        return (F.leaky_relu(t + b[:, None, None, None], 0.2) * 2 ** 0.5).clamp(-256, 256)
+
+    x = x_ref * g0
+    h = act(modulated_conv3d(x, blk.weight0, blk.styles(w, blk.affine0), padding=pad), blk.bias0)
+    main = modulated_conv3d(h * g1, blk.weight1, blk.styles(w, blk.affine1), padding=pad)
+    y = (main + F.conv3d(x, blk.weight_skip) / x.shape[1] ** 0.5) * 0.5 ** 0.5
+    if up_t:
+        y = upfirdn1d(y, linear_filter(2), up=2, padding=(2, 1), dim=2, gain=2)
+    y = y[:, :, crop:crop + out_len]
+    if blk.s_up:
+        B = y.shape[0]
+        y = upfirdn2d(y.flatten(1, 2), linear_filter(2), up=2, padding=(2, 1), gain=2).unflatten(1, (-1, y.shape[2]))
+        assert y.shape[0] == B
+    H, W = blk.out_size
+    top, left = (y.shape[3] - H) // 2, (y.shape[4] - W) // 2
+    return act(y[:, :, :, top:top + H, left:left + W], blk.bias1)
+
+
 @pytest.mark.parametrize("s_up", [False, True])
 def test_spatial_block_and_to_rgb_equal_textbook_modulated_convs(s_up):
     """The frame path (styles folded with the magnitude gains, bias in the skip conv when no
-    resampling, ToRGB as a per-frame matmul) against plain modulated_conv2d formulas."""
-    from vidgen.lvg.lowres import LRELU_GAIN, SynthesisBlock, ToRGB
-    from vidgen.nn.style import modulated_conv2d
+    resampling, ToRGB as a per-frame matmul, leaky ReLUs without their sqrt(2) gain) against
+    the textbook block; outputs are 1/sqrt(2) of the textbook's (the gain the next layer's
+    input gain makes up)."""
+    from vidgen.lvg.lowres import SynthesisBlock, ToRGB
 
     torch.manual_seed(0)
     size = (10, 16) if s_up else (5, 8)
     blk = SynthesisBlock(6, 5, 4, 1, 3, False, s_up, size, clamp=256.0, beta=0.9).eval()
     rgb = ToRGB(6, 4, clamp=256.0, beta=0.9).eval()
-    for m in (blk.mag0, blk.mag1, rgb.mag):
-        m.magnitude.fill_(0.7)
+    for m, v in ((blk.mag0, 0.7), (blk.mag1, 1.3), (rgb.mag, 0.4)):
+        m.magnitude.fill_(v)
     for b in (blk.bias0, blk.bias1, rgb.bias):
         torch.nn.init.normal_(b)
     x = torch.randn(3, 5, 5, 8).contiguous(memory_format=torch.channels_last)
     w = torch.randn(3, 6)
     y, out = blk.forward_frames(x, w), rgb(blk.forward_frames(x, w), w)
-
-    def lrelu(t):  # the un-gained leaky ReLU of the block (its consumers normalise magnitudes)
-        return F.leaky_relu(t, 0.2).clamp(-256 / LRELU_GAIN, 256 / LRELU_GAIN)
-
-    g = 0.7 ** -0.5
-    h = lrelu(modulated_conv2d(x * g, blk.weight0[:, :, 0], blk.affine0(w), padding=1) + blk.bias0[:, None, None])
-    skip = F.conv2d(x * g, blk.weight_skip[:, :, 0]) / 5 ** 0.5
-    ref = (modulated_conv2d(h * g, blk.weight1[:, :, 0], blk.affine1(w), padding=1) + skip) * 0.5 ** 0.5
-    if s_up:
-        ref = F.interpolate(ref, scale_factor=2, mode="bilinear", align_corners=False)
-    ref = lrelu(ref + blk.bias1[:, None, None])
-    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
-    ref_rgb = F.conv2d(y * g * rgb.affine(w)[:, :, None, None], rgb.weight[:, :, 0] / 2) + rgb.bias[:, None, None]
+    x_ref = x.transpose(0, 1)[None] * 2 ** 0.5  # frames as a 3-frame clip [1, C, 3, h, w]
+    ref = _textbook_block(blk, x_ref, w.t()[None], False, 0, 3)[0].transpose(0, 1)
+    torch.testing.assert_close(y * 2 ** 0.5, ref, atol=1e-5, rtol=1e-5)
+    s = rgb.affine(w) * rgb.mag.magnitude.rsqrt()
+    ref_rgb = F.conv2d(ref * s[:, :, None, None], rgb.weight[:, :, 0] / 2) + rgb.bias[:, None, None]
     torch.testing.assert_close(out, ref_rgb, atol=1e-5, rtol=1e-5)
 
 
-def test_temporal_block_equals_textbook_modulated_conv3d():
-    """A spatio-temporal block (valid in time) against modulated_conv3d with the magnitude
-    normalisation applied to its input, as StyleGAN3's input gain: after the demodulation."""
-    from vidgen.lvg.lowres import LRELU_GAIN, SynthesisBlock
-    from vidgen.nn.style import modulated_conv3d
+@pytest.mark.parametrize("t_up,s_up", [(False, False), (True, True)])
+def test_temporal_block_equals_textbook_block(t_up, s_up):
+    """A spatio-temporal block over a whole level (zero padding in time at the level's ends,
+    x2 upsampling, centre crop) against the textbook form, and the same samples computed in
+    two windows."""
+    from vidgen.lvg.lowres import SynthesisBlock
 
     torch.manual_seed(0)
-    blk = SynthesisBlock(6, 5, 4, 3, 3, False, False, (5, 8), clamp=256.0, beta=0.9).eval()
+    size = (10, 16) if s_up else (5, 8)
+    blk = SynthesisBlock(6, 5, 4, 3, 3, t_up, s_up, size, clamp=256.0, beta=0.9).eval()
     blk.mag0.magnitude.fill_(3.0)
     blk.mag1.magnitude.fill_(0.25)
     for b in (blk.bias0, blk.bias1):
         torch.nn.init.normal_(b)
-    x, w = torch.randn(2, 5, 9, 5, 8), torch.randn(2, 6, 9)
-    y = blk(x, w, 10, 12, 17)  # input steps [10, 19) -> output steps [12, 17)
-
-    def lrelu(t):
-        return F.leaky_relu(t, 0.2).clamp(-256 / LRELU_GAIN, 256 / LRELU_GAIN)
-
-    h = lrelu(modulated_conv3d(x / 3 ** 0.5, blk.weight0, blk.styles(w, blk.affine0), padding=(0, 1, 1))
-              + blk.bias0[:, None, None, None])
-    main = modulated_conv3d(h / 0.5, blk.weight1, blk.styles(w[:, :, 1:-1], blk.affine1), padding=(0, 1, 1))
-    skip = F.conv3d(x[:, :, 2:-2] / 3 ** 0.5, blk.weight_skip) / 5 ** 0.5
-    ref = lrelu((main + skip) * 0.5 ** 0.5 + blk.bias1[:, None, None, None])
-    assert y.shape == ref.shape == (2, 4, 5, 5, 8)
-    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    L, r = 9, 1
+    out_len = 2 * L - 4 if t_up else L - 2
+    crop = (2 * L - out_len) // 2 if t_up else 1
+    x, w = torch.randn(2, 5, L, 5, 8), torch.randn(2, 6, L)
+    ref = _textbook_block(blk, x * 2 ** 0.5, w, t_up, crop, out_len)
+    xp, wp = F.pad(x, (0, 0, 0, 0, 2 * r, 2 * r)), F.pad(w, (2 * r, 2 * r))  # zeros beyond the level
+    y = blk(xp, wp, -2 * r, L, 0, out_len, crop)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y * 2 ** 0.5, ref, atol=1e-5, rtol=1e-5)
+    # a window: output samples [3, 6) from the input samples they need, zeros beyond the level
+    lo, hi = ((3 + crop - 1) // 2 - 2 * r, (6 + crop) // 2 + 1 + 2 * r) if t_up else (3 + crop - 2 * r, 6 + crop + 2 * r)
+    part = blk(xp[:, :, lo + 2 * r:hi + 2 * r], wp[:, :, lo + 2 * r:hi + 2 * r], lo, L, 3, 6, crop)
+    torch.testing.assert_close(part, y[:, :, 3:6], atol=1e-6, rtol=1e-6)

@@ -1,4 +1,5 @@
-"""Windowed rendering of long videos (vidgen/render/stream.py)."""
+"""Windowed rendering of long videos (vidgen/render/stream.py) and the long-video GAN's windowed
+generators (vidgen/lvg/family.py)."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,8 @@ import torch
 from vidgen.errors import VidgenError
 from vidgen.lvg.latent import LatentConfig
 from vidgen.lvg.lowres import LowResGConfig, LowResGenerator
-from vidgen.render.stream import LowResVideo, SuperResVideo, VideoGenerator, render_to_file, stream_frames
+from vidgen.lvg.family import LowResVideo, SuperResVideo
+from vidgen.render.stream import VideoGenerator, render_to_file, stream_frames
 from vidgen.render.writer import read_settings
 
 MICRO_G = LowResGConfig(temporal_channels=(8,) * 7, spatial_channels=(8, 8, 8, 4, 4),
@@ -47,9 +49,9 @@ def test_stream_frames_chunks_cover_the_range():
         next(stream_frames(gen, 0, 10, window=4, with_lowres=True))
 
 
-def lowres_video():
+def lowres_video(frames: int = 90):
     torch.manual_seed(0)
-    return LowResVideo(LowResGenerator(MICRO_G, 18, 32))
+    return LowResVideo(LowResGenerator(MICRO_G, 18, 32), frames)
 
 
 def test_lowres_windows_equal_one_shot():
@@ -71,7 +73,7 @@ def small_superres():
 
 
 def test_superres_windows_equal_one_shot(tmp_path):
-    gen = SuperResVideo(lowres_video(), small_superres(), segment=16)
+    gen = SuperResVideo(lowres_video(40), small_superres(), segment=16)
     hi, lo = gen.render_both(2, 0, 40)
     assert hi.shape == (3, 40, 36, 64) and lo.shape == (3, 40, 18, 32)
     torch.testing.assert_close(lo, gen.lowres.render(2, 0, 40))

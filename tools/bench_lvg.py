@@ -39,12 +39,13 @@ def _render_child(frames: int, out: str) -> None:
     from vidgen.config import load_config
     from vidgen.lvg.recipe import LowResConfig, build_generator
     from vidgen.hostmem import tune_host_allocator
-    from vidgen.render.stream import LowResVideo, render_to_file
+    from vidgen.lvg.family import LowResVideo
+    from vidgen.render.stream import render_to_file
 
     tune_host_allocator()  # as `vidgen generate` runs
     torch.manual_seed(0)
     cfg = load_config(LowResConfig, ROOT / "configs/lvg/lowres-tiny.yaml")
-    gen = LowResVideo(build_generator(cfg))
+    gen = LowResVideo(build_generator(cfg), frames)
     t0 = time.perf_counter()
     render_to_file(gen, 0, frames, out, fps=30, window=64, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # GiB (ru_maxrss in KiB)
@@ -84,7 +85,7 @@ def lowres_fwd_bwd(repeats: int, train_d: bool = True, warmup: int = 2) -> list[
     times = []
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
-        video = G(lambda a, b: torch.randn(1, 8, b - a), 0, T)  # [1, 3, 128, 36, 64]
+        video = G(lambda a, b: torch.randn(1, 8, b - a), T)  # [1, 3, 128, 36, 64]
         torch.nn.functional.softplus(-D(video)).sum().backward()
         if i >= warmup:
             times.append(time.perf_counter() - t0)

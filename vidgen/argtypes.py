@@ -57,6 +57,17 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def non_negative_float_or_inf(text: str) -> float:
+    """>= 0, ``inf`` allowed (an open end, e.g. a sigma range); never NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (inf allowed), got {text!r}")
+    return value
+
+
 def resolve_device(name: str, what: str = "--device") -> torch.device:
     """``auto`` (CUDA when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``, ``mps``;
     a ValueError naming ``what`` for an unknown device or one this machine does not have."""

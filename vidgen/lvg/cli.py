@@ -18,20 +18,39 @@ EPILOG = """examples:
       --superres runs/00001-lvg-superres-drive-144x256-b32 --frames 1000 --seed 7 --out drive.mp4 --save-lowres
 
 Memory does not grow with --frames: each window of --window frames is computed from the
-seed alone (plus a fixed margin) and written at once. The settings (checkpoints, steps,
+seed alone (plus a fixed margin) and written at once; the video is the generator's video of
+--start + --frames frames (its temporal levels are sized by the length, as in the published
+implementation), and the windows equal a one-shot render. The settings (checkpoints, steps,
 seed, frames) are embedded in the file's metadata.
+
+A published checkpoint is converted first: vidgen import ckpt-G-ema.pkl --out runs/imported
 """
 
 
+HELP = "render a long video from long-video GAN checkpoints"
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="render a long video from long-video GAN checkpoints",
-                              description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """`vidgen generate` and the long-video GAN's group `vidgen lvg generate|train|eval|import`
+    (the last three are added by vidgen/cli.py for every family group)."""
+    add_generate_arguments(subparsers.add_parser("generate", help=HELP, description=__doc__, epilog=EPILOG,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
+    group = subparsers.add_parser("lvg", help="long-video GAN: train, generate, eval, import",
+                                  description="Long-video GAN: a low-res generator on long clips and a super-res "
+                                              "generator on short clips (docs/LVG.md).")
+    verbs = group.add_subparsers(dest="lvg_command", metavar="COMMAND")
+    add_generate_arguments(verbs.add_parser("generate", help=HELP, description=__doc__, epilog=EPILOG,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+    group.set_defaults(func=lambda args: group.print_help() or 2)
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lowres", required=True, metavar="CKPT", help="lvg-lowres run folder or checkpoint folder")
     p.add_argument("--superres", metavar="CKPT", help="lvg-superres run folder or checkpoint folder (optional)")
     p.add_argument("--frames", type=positive_int, default=300, metavar="N", help="number of frames (default 300)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="video seed (default 0)")
     p.add_argument("--start", type=non_negative_int, default=0, metavar="F",
-                   help="first frame (default 0): any part of the endless video")
+                   help="first frame (default 0): frames [F, F + N) of the video of F + N frames")
     p.add_argument("--out", required=True, metavar="FILE", help="output video (.mp4, .webm, .gif or a folder for png frames)")
     p.add_argument("--save-lowres", action="store_true",
                    help="with --superres: also write the low-res frames to FILE_lowres.EXT")
@@ -47,7 +66,8 @@ def lowres_path(out: Path) -> Path:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from vidgen.render.stream import render_to_file, load_generator
+    from vidgen.lvg.family import load_generator
+    from vidgen.render.stream import render_to_file
     from vidgen.train.checkpoint import read_checkpoint
 
     if args.frames < 1:
@@ -56,7 +76,7 @@ def run_generate(args: argparse.Namespace) -> int:
         raise VidgenError(f"--window must be at least 1; got {args.window}")
     if args.save_lowres and not args.superres:
         raise VidgenError("--save-lowres needs --superres (without it the output already is the low-res video)")
-    gen = load_generator(args.lowres, args.superres, device=args.device)
+    gen = load_generator(args.lowres, args.superres, device=args.device, frames=args.start + args.frames)
     low = read_checkpoint(args.lowres)
     settings = {"command": "vidgen generate", "lowres": str(low.path), "lowres_step": low.step,
                 "seed": args.seed, "start": args.start, "frames": args.frames, "fps": args.fps,

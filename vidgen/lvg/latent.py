@@ -1,16 +1,19 @@
 """Temporal latent of the long-video GAN (METHODS.md 1.1).
 
-Per frame: ``noise_channels`` (8) i.i.d. Gaussian series, each convolved along time with
+Per frame: ``noise_channels`` (8) i.i.d. Gaussian series, each filtered along time by
 ``num_filters`` (128) Kaiser low-pass filters whose sampling rates are log-spaced from
-``min_rate`` (250) to ``max_rate`` (10000), i.e. 125 .. 5000 taps, each with unit L2 norm so
-filtered white noise keeps unit variance. The 8 x 128 = 1024 values of a frame are normalised
-and mapped by a 2-layer MLP (lr multiplier 0.01) to w(t) at the full frame rate.
+``min_rate`` (250) to ``max_rate`` (10000), i.e. 125 .. 5000 taps, each scaled to unit L2 norm
+so filtered white noise keeps unit variance. The 8 x 128 = 1024 values of a frame are
+normalised and mapped by a 2-layer MLP (lr multiplier 0.01) to w(t) at the full frame rate.
+
+Alignment (the reference implementation's, LVG code ``BlurredNoise``): every filter is
+stored at the *end* of a ``kernel_size``-tap window and applied as a correlation, so the
+feature of latent sample t uses the noise of samples t .. t + kernel_size - 1, and a filter of
+n taps the last n of them.
 
 Frame addressing: the noise of frame t (any integer, also negative) is a pure function of
 (seed, t): it is drawn block by block from generators seeded with (seed, block index), so any
-frame range is computed without rendering from frame 0. Filters are centred: the feature of
-frame t uses the noise of frames ``t - pad_before .. t + pad_after`` (``pad_before + pad_after
-+ 1 = kernel_size``), so frames farther apart than the longest filter are independent.
+frame range is computed without rendering from frame 0.
 """
 
 from __future__ import annotations
@@ -47,16 +50,22 @@ class LatentConfig:
 
 
 def design_filter_bank(cfg: LatentConfig) -> np.ndarray:
-    """The filters as a [num_filters, kernel_size] float64 array, each centred and L2-normalised."""
-    rates = np.exp(np.linspace(math.log(cfg.min_rate), math.log(cfg.max_rate), cfg.num_filters))
-    rates = np.clip(rates, cfg.min_rate, cfg.max_rate)
-    taps = [int(math.ceil(r / 2)) for r in rates]
-    K = max(taps)
+    """The filters as a [num_filters, kernel_size] float64 array, ready for :func:`fft_filter_valid`.
+
+    Rates as the reference designs them (log-spaced in base 2, clipped to [min, max]); each
+    filter is ``firwin(ceil(rate / 2), cutoff, width, fs=rate)`` rounded to float32 (the
+    reference keeps float32 filters) and divided by its L2 norm. Row i holds the filter
+    reversed and at the start, which makes the convolution of fft_filter_valid the
+    reference's correlation with the filter at the end of the window.
+    """
+    lo, hi = math.log(cfg.min_rate, 2.0), math.log(cfg.max_rate, 2.0)
+    rates = np.clip(2.0 ** np.linspace(lo, hi, cfg.num_filters), cfg.min_rate, cfg.max_rate)
+    K = int(np.ceil(cfg.max_rate / 2))
     bank = np.zeros((cfg.num_filters, K))
-    for i, (r, n) in enumerate(zip(rates, taps)):
-        h = kaiser_lowpass(n, cfg.cutoff, cfg.width, r)
-        off = (K - n) // 2
-        bank[i, off:off + n] = h / np.linalg.norm(h)  # unit L2 norm: unit output variance
+    for i, r in enumerate(rates):
+        n = int(np.ceil(r / 2))
+        h = kaiser_lowpass(n, cfg.cutoff, cfg.width, r).astype(np.float32).astype(np.float64)
+        bank[i, :n] = h[::-1] / np.sqrt((h ** 2).sum())  # unit L2 norm: unit output variance
     return bank
 
 
@@ -109,8 +118,7 @@ class TemporalLatent(nn.Module):
         bank = torch.from_numpy(design_filter_bank(cfg))  # float64: see fft_filter_valid
         self.register_buffer("bank", bank, persistent=False)  # rebuilt from the config, not stored
         self.kernel_size = bank.shape[1]
-        self.pad_before = self.kernel_size - 1 - self.kernel_size // 2
-        self.pad_after = self.kernel_size // 2
+        self.pad_before, self.pad_after = 0, self.kernel_size - 1  # feature t <- noise t .. t + K - 1
         self.mapping = MappingNetwork(cfg.features, cfg.w_dim, num_layers=cfg.mapping_layers,
                                       lr_multiplier=cfg.lr_multiplier)
 

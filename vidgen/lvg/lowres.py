@@ -1,13 +1,14 @@
 """Low-res generator of the long-video GAN (METHODS.md 1.2); the discriminator (1.3) is in
-:mod:`vidgen.lvg.lowres_d`.
+:mod:`vidgen.lvg.lowres_d`, the range bookkeeping in :mod:`vidgen.lvg.lowres_plan`.
 
-The generator is fully convolutional in time and works on an absolute time grid: a sample j
-at temporal level k (rate 1 / 2^k) covers frames [j 2^k, (j + 1) 2^k). Temporal convolutions
-are *valid* (no padding in time) and every resampling keeps absolute indices, so frames
-[a, b) come out the same whether they are rendered alone or as part of a longer video:
-:meth:`LowResGenerator.plan` works backwards from the requested frames to the range each
-level must compute, which is the "ceil(T / scale) + margin, then centre-crop" of the paper
-made exact.
+The function is the reference implementation's (LVG code, ``VideoGenerator``): a video of N
+frames is made from one temporal latent over ``L0 = 32 a0`` samples; every temporal level
+works on a fixed number of samples (``ceil(N / scale) + 2 * temporal_padding``), its
+convolutions and resampling filters see zeros beyond those samples, and each level is
+centre-cropped to the next one's length. Nothing of that needs the whole video in memory:
+:meth:`LowResGenerator.plan` works out which samples of every level the frames [a, b)
+depend on, the synthesis computes just those, with zeros exactly where the whole-video
+computation has its zero padding, so a window equals the same frames of a one-shot render.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vidgen.lvg.latent import LatentConfig, TemporalLatent
+from vidgen.lvg.latent import LatentConfig, TemporalLatent, frame_noise
+from vidgen.lvg.lowres_plan import RenderPlan, make_plan, take, zero_outside
 from vidgen.nn.filters import (crop_range, kaiser_lowpass, temporal_downsample2_valid, temporal_upsample2_valid,
-                               upsample2d_bilinear)
+                               upsample2x_zero)
 from vidgen.nn.style import LRELU_GAIN, LRELU_SLOPE, FullyConnected, MagnitudeEMA, clamp_symmetric, mean_square
 
 NoiseFn = Callable[[int, int], torch.Tensor]  # (first frame, end frame) -> noise [B, C, end - first]
@@ -39,6 +41,7 @@ class LowResGConfig:
     spatial_channels: tuple[int, ...] = (256, 128, 128, 64, 64)
     temporal_ksize: int = 3
     spatial_ksize: int = 3
+    temporal_padding: int = 8  # extra samples on each side of every temporal level
     w_downsample_taps: int = 12  # Kaiser low-pass before each temporal decimation of w
     output_scale: float = 0.25
     conv_clamp: float = 256.0
@@ -54,23 +57,25 @@ def spatial_sizes(height: int, width: int) -> list[tuple[int, int]]:
 
 
 class MagnitudeGain(MagnitudeEMA):
-    """:class:`MagnitudeEMA` that returns the scalar gain 1 / sqrt(running magnitude) instead
-    of the scaled tensor, so the scaling can be folded into the styles (one pass fewer).
+    """:class:`MagnitudeEMA` that returns the scalar input gain 1 / sqrt(running mean square)
+    instead of the scaled tensor, so it can be folded into the styles (one pass fewer).
 
-    ``init``: starting magnitude. Inputs that come from a leaky ReLU without its sqrt(2) gain
-    start at 1/2, which makes the network behave exactly like one with the gain and magnitudes
-    starting at 1 (the running magnitude is then always half of that one's).
+    ``scale``: the activations this sees are ``scale`` times smaller than the ones whose
+    magnitude the buffer tracks (the leaky ReLUs here leave out their sqrt(2) gain, see
+    :class:`SynthesisBlock`); the buffer keeps the meaning of the reference's
+    ``magnitude_ema`` and the gain makes up the factor.
     """
 
-    def __init__(self, beta: float = 0.999, init: float = 1.0):
+    def __init__(self, beta: float = 0.999, scale: float = 1.0):
         super().__init__(beta)
-        self.magnitude.fill_(init)
+        self.scale = scale
 
     def gain(self, x: torch.Tensor) -> torch.Tensor:
+        # x: the samples whose magnitude counts (the level's own samples, no margins)
         if self.training:
             with torch.no_grad():
-                self.magnitude.copy_(mean_square(x).lerp(self.magnitude, self.beta))
-        return self.magnitude.rsqrt().to(x.dtype)
+                self.magnitude.copy_((mean_square(x) * self.scale ** 2).lerp(self.magnitude, self.beta))
+        return (self.magnitude.rsqrt() * self.scale).to(x.dtype)
 
 
 class SynthesisBlock(nn.Module):
@@ -88,53 +93,60 @@ class SynthesisBlock(nn.Module):
         self.weight_skip = nn.Parameter(torch.randn(cout, cin, 1, 1, 1))
         self.bias0 = nn.Parameter(torch.zeros(cin))
         self.bias1 = nn.Parameter(torch.zeros(cout))
-        half = 1 / LRELU_GAIN ** 2  # inputs from an un-gained leaky ReLU (the first block's is not)
-        self.mag0, self.mag1 = MagnitudeGain(beta, 1.0 if first else half), MagnitudeGain(beta, half)
+        # the first block's input is not a leaky ReLU output (no left-out gain)
+        self.mag0 = MagnitudeGain(beta, 1.0 if first else LRELU_GAIN)
+        self.mag1 = MagnitudeGain(beta, LRELU_GAIN)
         self.gain = 1 / math.sqrt(cin * kt * ks * ks)
 
     @property
-    def shrink(self) -> int:
-        """Time steps lost on each side by the two valid convolutions."""
-        return 2 * (self.kt // 2)
+    def margin(self) -> int:
+        """Samples each of the two temporal convolutions needs on each side."""
+        return self.kt // 2
 
     def styles(self, w: torch.Tensor, affine: FullyConnected) -> torch.Tensor:
         # w: [B, w_dim, T] -> styles [B, C, T]
         return rearrange(affine(rearrange(w, "b c t -> b t c")), "b t c -> b c t")
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, lo: int, out_lo: int, out_hi: int) -> torch.Tensor:
-        """x: [B, cin, T, h, w] at level indices [lo, lo + T); w: [B, w_dim, T] on the same steps.
-        Returns [B, cout, out_hi - out_lo, H', W'] at the output level's indices [out_lo, out_hi).
+    def forward(self, x: torch.Tensor, w: torch.Tensor, lo: int, length: int, out_lo: int, out_hi: int,
+                crop: int) -> torch.Tensor:
+        """x: [B, cin, T, h, w], the block's input samples [lo, lo + T) of its ``length`` (zero
+        outside [0, length)); w: [B, w_dim, T] on the same samples. Returns the output samples
+        [out_lo, out_hi): [B, cout, out_hi - out_lo, H', W'], where output sample i is sample
+        ``crop + i`` after the (optional) x2 upsampling in time.
 
-        Same maths as ``modulated_conv3d`` (style per input step, demodulation per output step)
-        with the scalar factors folded together to save passes over the activations: the
-        magnitude normalisation (StyleGAN3's input gain, which acts after the demodulation)
-        goes into the styles that scale x and into the skip weight, the bias into the
-        demodulation (addcmul), sqrt(0.5) into both branches. The sqrt(2) gain of the leaky
-        ReLU is left out (the clamp moves to 256 / sqrt(2)): every consumer of an activation
-        normalises it by its running magnitude first, which cancels a constant gain exactly.
-        The equalised-lr weight gain is a scalar too and goes into the styles (conv(x s g, W) =
-        conv(x s, g W), and the demodulation sums the same W^2 g^2 s^2), so no scaled copy of
-        the 512 x 512 x 3 x 3 x 3 weights is made in either pass.
+        Same maths as the textbook form (modulated_conv3d with 'same' zero padding in time, the
+        magnitude normalisation as StyleGAN3's input gain after the demodulation, leaky ReLU
+        with gain sqrt(2) and clamp 256) with the scalar factors folded together to save
+        passes over the activations: the input gains go into the styles that scale x and into
+        the skip weight, the bias into the demodulation (addcmul), sqrt(0.5) into both
+        branches, the equalised-lr gain into the styles. The sqrt(2) gain of the leaky ReLU
+        is left out (the clamp becomes 256 / sqrt(2)) and made up by the next input gain.
+        Convolutions are valid in time; the zero padding of the whole-video computation is
+        applied by zeroing the samples outside [0, length) after each convolution.
         """
-        p, pad = self.kt // 2, (0, self.ks // 2, self.ks // 2)
-        g0 = self.mag0.gain(x)
+        r = self.margin
+        T = x.shape[2]
+        valid = slice(max(0, -lo), max(0, min(T, length - lo)))  # this level's own samples
+        pad = (0, self.ks // 2, self.ks // 2)
+        g0 = self.mag0.gain(x[:, :, valid])
         h = _modulated_demodulated(x, self.weight0, self.styles(w, self.affine0) * self.gain, pad, self.bias0, g0)
-        h = _lrelu_clamp(h, self.clamp)
-        s1 = self.styles(w[:, :, p:w.shape[2] - p], self.affine1) * self.gain
+        h = zero_outside(_lrelu_clamp(h, self.clamp), lo + r, length)
+        s1 = self.styles(w[:, :, r:T - r], self.affine1) * self.gain
         skip_w = self.weight_skip * (g0 * math.sqrt(0.5) / math.sqrt(x.shape[1]))
-        skip = F.conv3d(x[:, :, self.shrink:x.shape[2] - self.shrink], skip_w.to(x.dtype))
-        y = _modulated_demodulated(h, self.weight1, s1, pad, skip, self.mag1.gain(h), out_gain=math.sqrt(0.5))
-        y_lo = lo + self.shrink
+        skip = F.conv3d(x[:, :, 2 * r:T - 2 * r], skip_w.to(x.dtype))
+        hv = h[:, :, max(0, -(lo + r)):max(0, min(h.shape[2], length - lo - r))]
+        y = _modulated_demodulated(h, self.weight1, s1, pad, skip, self.mag1.gain(hv), out_gain=math.sqrt(0.5))
+        y_lo = lo + 2 * r
+        y = zero_outside(y, y_lo, length)
         if self.t_up:
             y, y_lo = temporal_upsample2_valid(y, y_lo, dim=2)
-        y = crop_range(y, y_lo, out_lo, out_hi, dim=2)
+        y = crop_range(y, y_lo, crop + out_lo, crop + out_hi, dim=2)
         if self.s_up:
-            y = upsample2d_bilinear(y)
+            y = upsample2x_zero(y)
         H, W = self.out_size
         top, left = (y.shape[3] - H) // 2, (y.shape[4] - W) // 2
         y = y[:, :, :, top:top + H, left:left + W]  # centre crop (6x8 -> 5x8, 10x16 -> 9x16)
         return _lrelu_clamp(y + self.bias1.to(y.dtype)[:, None, None, None], self.clamp)
-
 
     def forward_frames(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Spatial-only blocks (kt = 1) on frames: x: [N, cin, h, w] (N = B * T, channels-last
@@ -153,10 +165,11 @@ class SynthesisBlock(nn.Module):
         if not resize:
             return _lrelu_clamp(y, self.clamp)
         if self.s_up:
-            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+            y = upsample2x_zero(y)
         top, left = (y.shape[2] - H) // 2, (y.shape[3] - W) // 2
         y = y[:, :, top:top + H, left:left + W]
         return _lrelu_clamp(y + self.bias1.to(y.dtype)[:, None, None], self.clamp)
+
 
 def _modulated_demodulated(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, pad: tuple[int, int, int],
                            add: torch.Tensor, in_gain: torch.Tensor, out_gain: float = 1.0) -> torch.Tensor:
@@ -182,7 +195,6 @@ def _modulated_demodulated(x: torch.Tensor, weight: torch.Tensor, styles: torch.
     return torch.addcmul(add, y, d)
 
 
-
 def _modulated_demodulated_2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, add: torch.Tensor,
                               in_gain: torch.Tensor, out_gain: float = 1.0) -> torch.Tensor:
     """Frame-wise :func:`_modulated_demodulated`: x: [N, I, h, w]; weight: [O, I, k, k];
@@ -194,6 +206,7 @@ def _modulated_demodulated_2d(x: torch.Tensor, weight: torch.Tensor, styles: tor
     if add.ndim == 1:
         add = add.to(y.dtype)[:, None, None]
     return torch.addcmul(add, y, d)
+
 
 def _lrelu_clamp(x: torch.Tensor, clamp: float) -> torch.Tensor:
     """Leaky ReLU (0.2) without the sqrt(2) gain, clamped to +-clamp / sqrt(2) (see SynthesisBlock)."""
@@ -208,7 +221,7 @@ class ToRGB(nn.Module):
         self.affine = FullyConnected(w_dim, cin, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(3, cin, 1, 1, 1))
         self.bias = nn.Parameter(torch.zeros(3))
-        self.mag = MagnitudeGain(beta, 1 / LRELU_GAIN ** 2)
+        self.mag = MagnitudeGain(beta, LRELU_GAIN)
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -221,21 +234,6 @@ class ToRGB(nn.Module):
         y = torch.bmm(x.permute(0, 2, 3, 1).reshape(N, H * W, C), wn.transpose(1, 2))  # [N, h*w, 3]
         y = y.view(N, H, W, 3).permute(0, 3, 1, 2)  # [N, 3, h, w], channels-last
         return clamp_symmetric(y + self.bias.to(y.dtype)[:, None, None], self.clamp)
-
-
-@dataclass
-class RenderPlan:
-    """Absolute index ranges, per temporal level k (rate 1/2^k), for frames [start, stop)."""
-
-    start: int
-    stop: int
-    block_in: list[tuple[int, int]]  # input range of each temporal block, at its level
-    block_level: list[int]
-    w_range: list[tuple[int, int]]  # range of w computed at each level 0..num_levels
-
-    @property
-    def latent_range(self) -> tuple[int, int]:
-        return self.w_range[0]
 
 
 class LowResGenerator(nn.Module):
@@ -267,50 +265,33 @@ class LowResGenerator(nn.Module):
         self.num_levels = sum(b.t_up for b in self.temporal_blocks)
 
     # --- planning ---------------------------------------------------------------------
-    def plan(self, start: int, stop: int) -> RenderPlan:
-        """Work backwards from output frames [start, stop) to what every level must compute."""
-        need = (start, stop)  # output range of the current block, at its output level
-        level = 0
-        block_in, block_level = [], []
-        for block in reversed(self.temporal_blocks):
-            lo, hi = need
-            if block.t_up:  # the valid x2 upsampling of [c, d) gives [2c + 1, 2d - 1)
-                level += 1
-                lo, hi = (lo - 1) // 2, -(-(hi + 1) // 2)
-            block_in.append((lo - block.shrink, hi + block.shrink))
-            block_level.append(level)
-            need = block_in[-1]
-        block_in.reverse()
-        block_level.reverse()
-        half = self.cfg.w_downsample_taps // 2
-        w_range = [None] * (self.num_levels + 1)
-        for k in range(self.num_levels, -1, -1):
-            lo = min([r[0] for r, l in zip(block_in, block_level) if l == k] + ([start] if k == 0 else []))
-            hi = max([r[1] for r, l in zip(block_in, block_level) if l == k] + ([stop] if k == 0 else []))
-            if k < self.num_levels:  # level k + 1 sample j uses level k samples 2j - K/2 + 1 .. 2j + K/2
-                up_lo, up_hi = w_range[k + 1]
-                lo, hi = min(lo, 2 * up_lo - half + 1), max(hi, 2 * (up_hi - 1) + half + 1)
-            w_range[k] = (lo, hi)
-        return RenderPlan(start, stop, block_in, block_level, w_range)
+    def plan(self, frames: int, start: int = 0, stop: int | None = None) -> RenderPlan:
+        """What every level computes for frames [start, stop) of a video of ``frames`` frames."""
+        blocks = [(b.t_up, b.margin) for b in self.temporal_blocks]
+        return make_plan(frames, start, frames if stop is None else stop, blocks, self.cfg.temporal_padding,
+                         self.cfg.w_downsample_taps)
 
-    def noise_range(self, start: int, stop: int) -> tuple[int, int]:
-        """Frames of latent noise that frames [start, stop) depend on."""
-        return self.latent.noise_range(*self.plan(start, stop).latent_range)
+    def noise_range(self, plan: RenderPlan) -> tuple[int, int]:
+        """Noise frames the plan's frames depend on."""
+        lo, hi = plan.latent_range
+        return self.latent.noise_range(lo - plan.frame_offset, hi - plan.frame_offset)
 
     # --- synthesis --------------------------------------------------------------------
     def level_ws(self, w0: torch.Tensor, plan: RenderPlan) -> list[torch.Tensor]:
-        """w at the full rate over plan.w_range[0] -> w at every level, low-passed and decimated
-        by 2 per level with a 12-tap Kaiser filter (METHODS.md 1.2), each over plan.w_range[k]."""
-        ws, (lo, _) = [w0], plan.w_range[0]
+        """w over plan.level_range[0] (zeros outside the latent) -> w at every level, low-passed
+        and decimated by 2 per level with a 12-tap Kaiser filter (METHODS.md 1.2), each over
+        plan.level_range[k] and zero outside that level's length (the filter's zero padding)."""
+        ws = [w0]
+        f = self.w_filter.to(w0.dtype)
         for k in range(1, self.num_levels + 1):
-            w, lo = temporal_downsample2_valid(ws[-1], lo, self.w_filter.to(w0.dtype), dim=2)
-            ws.append(crop_range(w, lo, *plan.w_range[k]))
-            lo = plan.w_range[k][0]
+            w, lo = temporal_downsample2_valid(ws[-1], plan.level_range[k - 1][0], f, dim=2)
+            a, b = plan.level_range[k]
+            ws.append(zero_outside(crop_range(w, lo, a, b), a, plan.level_len[k]))
         return ws
 
     def synthesize(self, w0: torch.Tensor, plan: RenderPlan, offsets: list[int] | None = None,
                    length: int | None = None) -> torch.Tensor:
-        """w0: [B, w_dim, T0] over plan.latent_range -> video [B, 3, stop - start, H, W].
+        """w0: [B, w_dim, T0] over plan.level_range[0] -> frames [B, 3, stop - start, H, W].
 
         With ``offsets`` (one per sample) only frames [start + o, start + o + length) of each
         sample are kept -> [B, 3, length, H, W]. The crop happens before the spatial blocks,
@@ -318,18 +299,23 @@ class LowResGenerator(nn.Module):
         """
         ws = self.level_ws(w0, plan)
 
-        def w_at(level: int, lo: int, hi: int) -> torch.Tensor:
-            return crop_range(ws[level], plan.w_range[level][0], lo, hi)
+        def w_at(level: int, offset: int, lo: int, hi: int) -> torch.Tensor:
+            return take(ws[level], plan.level_range[level][0], offset + lo, offset + hi, plan.level_len[level])
 
         lo, hi = plan.block_in[0]
-        w_in = w_at(self.num_levels, lo, hi)
+        w_in = w_at(plan.block_level[0], plan.ws_offset[0], lo, hi)
         temporal = self.w_to_input(rearrange(w_in, "b c t -> b t c"))  # FC(w at rate 1/32)
         x = (rearrange(temporal, "b t c -> b c t 1 1") + self.const[:, None]) * math.sqrt(0.5)
+        x = zero_outside(x, lo, plan.lengths[0])
+        last = len(self.temporal_blocks) - 1
         for i, block in enumerate(self.temporal_blocks):
             lo, hi = plan.block_in[i]
-            out = plan.block_in[i + 1] if i + 1 < len(self.temporal_blocks) else (plan.start, plan.stop)
-            x = block(x, w_at(plan.block_level[i], lo, hi), lo, *out)
-        w_frames = w_at(0, plan.start, plan.stop)
+            out = plan.block_in[i + 1] if i < last else (plan.start, plan.stop)
+            x = block(x, w_at(plan.block_level[i], plan.ws_offset[i], lo, hi), lo, plan.lengths[i], *out,
+                      crop=plan.crops[i])
+            if i < last:  # the next block's input is zero beyond its length
+                x = zero_outside(x, out[0], plan.lengths[i + 1])
+        w_frames = w_at(0, plan.frame_offset, plan.start, plan.stop)
         if offsets is not None:  # x: [B, C, T, h, w] -> [B, C, length, h, w]
             x = torch.stack([x[i, :, o:o + length] for i, o in enumerate(offsets)])
             w_frames = torch.stack([w_frames[i, :, o:o + length] for i, o in enumerate(offsets)])
@@ -342,17 +328,35 @@ class LowResGenerator(nn.Module):
         rgb = self.to_rgb(x, w_frames) * self.cfg.output_scale
         return rearrange(rgb, "(b t) c h w -> b c t h w", b=B, t=T).contiguous()
 
-    def forward(self, noise_fn: NoiseFn, start: int, stop: int, offsets: list[int] | None = None,
-                length: int | None = None) -> torch.Tensor:
-        """Frames [start, stop) -> [B, 3, stop - start, H, W]; ``noise_fn(a, b)`` gives the latent
-        noise of frames [a, b) as [B, 8, b - a] (seeded, or fresh random noise in training).
-        ``offsets`` / ``length``: keep one window per sample (see :meth:`synthesize`)."""
-        plan = self.plan(start, stop)
-        noise = noise_fn(*self.latent.noise_range(*plan.latent_range))
-        return self.synthesize(self.latent(noise), plan, offsets, length)
+    def latent_w(self, noise_fn: NoiseFn, plan: RenderPlan, dtype: torch.dtype) -> torch.Tensor:
+        """w at the frame rate over plan.level_range[0], zeros outside the latent's samples."""
+        a, b = plan.level_range[0]
+        ca, cb = max(a, 0), min(b, plan.level_len[0])
+        lo, hi = self.latent.noise_range(ca - plan.frame_offset, cb - plan.frame_offset)
+        w = self.latent(noise_fn(lo, hi).to(dtype))  # [B, w_dim, cb - ca]
+        return take(w, ca, a, b, plan.level_len[0])
 
-    def render_seeds(self, seeds: list[int], start: int, stop: int) -> torch.Tensor:
-        """Frames [start, stop) of the videos with these seeds: [B, 3, T, H, W], any window."""
-        plan = self.plan(start, stop)
-        noise = self.latent.seeded_noise(seeds, *plan.latent_range)
-        return self.synthesize(self.latent(noise.to(self.const.dtype)), plan)
+    def render(self, noise_fn: NoiseFn, frames: int, start: int = 0, stop: int | None = None,
+               offsets: list[int] | None = None, length: int | None = None) -> torch.Tensor:
+        """Frames [start, stop) of the video of ``frames`` frames -> [B, 3, stop - start, H, W];
+        ``noise_fn(a, b)`` gives the latent noise of frames [a, b) as [B, C, b - a] (seeded, the
+        recorded draws of another implementation, or fresh random noise in training).
+        ``offsets`` / ``length``: keep one window per sample (see :meth:`synthesize`)."""
+        plan = self.plan(frames, start, stop)
+        return self.synthesize(self.latent_w(noise_fn, plan, self.const.dtype), plan, offsets, length)
+
+    def forward(self, noise_fn: NoiseFn, frames: int, offsets: list[int] | None = None,
+                length: int | None = None) -> torch.Tensor:
+        """The whole video of ``frames`` frames (training): [B, 3, frames, H, W], or one window of
+        ``length`` frames per sample at ``offsets``."""
+        return self.render(noise_fn, frames, 0, frames, offsets, length)
+
+    def render_seeds(self, seeds: list[int], frames: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Frames [start, stop) of the ``frames``-frame videos with these seeds: [B, 3, T, H, W].
+        The noise of frame t is a function of (seed, t) only (vidgen.lvg.latent.frame_noise)."""
+        dev, C = self.const.device, self.cfg.latent.noise_channels
+
+        def noise(a: int, b: int) -> torch.Tensor:
+            return torch.stack([frame_noise(s, a, b, C, device=dev) for s in seeds])
+
+        return self.render(noise, frames, start, stop)

@@ -8,6 +8,7 @@ space and time (512 x 16 x 4 x 4 at T = 128); head: space flattened, 1-D convs o
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -33,17 +34,18 @@ class LowResDConfig:
 
 
 class Conv3d(nn.Module):
-    """Equalised conv3d ('same' padding), optional [1, 3, 3, 1] / 8 low-pass decimation by 2 in
-    space and/or time, bias and leaky ReLU.
+    """Equalised conv3d ('same' zero padding), optional [1, 3, 3, 1] / 8 low-pass decimation by
+    2 in space and/or time, bias, leaky ReLU (gain sqrt(2)) and clamp, in the reference
+    implementation's order (LVG code, ``Conv3dLayer``): conv, then the low-pass with zero
+    padding 1 on each decimated axis and decimation, then bias, activation and clamp.
 
-    A decimating layer is the strided conv whose kernel is the conv kernel blurred by the
-    low-pass (5x3x3 -> 8x6x6, stride 2, zero padding (k + 1) // 2 on each decimated axis), as in
-    StyleGAN2's downsampling convs. It runs regrouped, with the same sums: the zero-padded
-    input is low-passed first (three shifted-view passes per axis, no padding after) and then
-    convolved with the original kernel at stride 2, which needs 6.4x fewer multiply-adds than
-    the blurred kernel for 5x3x3 and keeps the low-pass at the input size (METHODS.md 1.3
-    "halving space and time"). A 1x1x1 conv (the skip) takes the low-passed input at the
-    decimated positions only.
+    Computed with the same sums in fewer multiply-adds (:func:`_conv_lowpass_down`): the
+    zero-padded input is low-passed and convolved with the original kernel at stride 2 (the
+    strided conv of the blurred kernel, 6.4x fewer multiply-adds for 5x3x3 than the conv at
+    full resolution), which differs from the reference only by the conv's values just beyond
+    the edges that the low-pass would see as zeros; those are subtracted again (thin slabs,
+    edges and corners). A 1x1x1 conv (the skip) commutes with the low-pass: it takes the
+    low-passed input at the decimated positions only.
     """
 
     def __init__(self, cin: int, cout: int, kt: int, ks: int, s_down: bool = False, t_down: bool = False,
@@ -58,7 +60,7 @@ class Conv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, C, T, H, W] or frames [N, C, H, W] (spatial-only layers, the same as conv2d)
         # -> [B, O, T', H', W']. The sqrt(2) gain of the leaky ReLU is folded into the weight
-        # and bias (lrelu(g z) = g lrelu(z) for g > 0), and the bias into the conv.
+        # and bias (lrelu(g z) = g lrelu(z) for g > 0), the low-pass's 1/8 per axis into the weight.
         frames = x.ndim == 4
         assert not (frames and (self.t_down or self.weight.shape[2] != 1)), "frames take spatial-only layers"
         ksize = self.weight.shape[3:] if frames else self.weight.shape[2:]
@@ -70,19 +72,89 @@ class Conv3d(nn.Module):
         w = w[:, :, 0] if frames else w
         b = None if self.bias is None else (self.bias * (LRELU_GAIN if self.act else 1.0)).to(x.dtype)
         conv = F.conv2d if frames else F.conv3d
-        if self.pointwise:  # low-pass at the kept positions only, then the 1x1 conv
-            x = binomial4_sum(x, dims, (1,) * len(dims), down=2)
-            y = conv(x, w, b)
+        if not dims:
+            y = conv(x, w, b, padding=tuple(k // 2 for k in ksize))
+        elif self.pointwise:  # low-pass at the kept positions only, then the 1x1 conv
+            y = conv(binomial4_sum(x, dims, (1,) * len(dims), down=2), w, b)
         else:
-            pads = tuple((k + 1) // 2 for d, k in zip(axes, ksize) if d in dims)
-            x = binomial4_sum(x, dims, pads) if dims else x
-            stride = tuple(2 if dn else 1 for dn in down)
-            padding = tuple(0 if dn else k // 2 for dn, k in zip(down, ksize))
-            y = conv(x, w, b, stride=stride, padding=padding)
-        if not self.act:
-            return y
-        y = F.leaky_relu(y, LRELU_SLOPE, inplace=True)
+            y = _conv_lowpass_down(x, w, conv, axes, ksize, dims)
+            if b is not None:
+                y = y + b.view(-1, *([1] * (y.ndim - 2)))
+        if self.act:
+            y = F.leaky_relu(y, LRELU_SLOPE, inplace=True)
         return y if self.clamp is None else clamp_symmetric(y, self.clamp)
+
+
+def _conv_lowpass_down(x: torch.Tensor, w: torch.Tensor, conv, axes: tuple[int, ...], ksize, dims: tuple[int, ...]):
+    """``lowpass_decimate(conv_same(x, w))`` (zero padding 1, [1, 3, 3, 1] taps, the 1/8s
+    already in ``w``) along ``dims``, for odd kernel sizes ``ksize`` over ``axes``.
+
+    Along a decimated axis of length L, output j sums the conv at 2j - 1 .. 2j + 2, and the
+    reference's low-pass sees zeros at -1 and L. The strided conv of the low-passed input
+    (``E``) sums the conv extended to those positions instead. With P_d the conv's values at
+    the two positions beyond axis d (taken with weight 1 into output 0 and output J - 1),
+    the reference is E - sum_d P_d + sum_{d<e} P_d P_e - P_t P_h P_w (inclusion-exclusion over
+    the axes); each term is the same strided conv on a slab of k samples of x (r real ones
+    and r + 1 zeros), and the terms are summed into one thin face per axis and side before
+    they are subtracted.
+    """
+    k_of = dict(zip(axes, ksize))
+
+    def strided(inp: torch.Tensor, lowpassed: tuple[int, ...]) -> torch.Tensor:
+        if lowpassed:
+            inp = binomial4_sum(inp, lowpassed, tuple((k_of[d] + 1) // 2 for d in lowpassed))
+        stride = tuple(2 if d in lowpassed else 1 for d in axes)
+        padding = tuple(0 if d in dims else k_of[d] // 2 for d in axes)
+        return conv(inp, w, stride=stride, padding=padding)
+
+    def ends(inp: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first and last r samples along d (one split: its backward is one concatenation)."""
+        r, L = k_of[d] // 2, inp.shape[d]
+        first, _, last = inp.split([r, L - 2 * r, r], dim=d)
+        return first, last
+
+    def slab(part: torch.Tensor, d: int, side: int) -> torch.Tensor:
+        """The k inputs of the conv at position -1 (side 0) or L (side 1) along d: the r real
+        samples ``part`` and r + 1 zeros beyond the edge."""
+        r = k_of[d] // 2
+        return F.pad(part, [0, 0] * (part.ndim - 1 - d) + ([0, r + 1] if side else [r + 1, 0]))
+
+    y = strided(x, dims)
+    x_ends = {d: ends(x, d) for d in dims}
+    faces: dict[tuple[int, int], torch.Tensor] = {}  # (axis, side) -> correction, length 1 along axis
+    for d in dims:  # faces: both sides of an axis in one conv (stacked along the batch)
+        if x.shape[d] % 2:
+            faces[(d, 0)] = -strided(slab(x_ends[d][0], d, 0), tuple(e for e in dims if e != d))
+            continue
+        both = torch.cat([slab(x_ends[d][0], d, 0), slab(x_ends[d][1], d, 1)])
+        lo, hi = (-strided(both, tuple(e for e in dims if e != d))).chunk(2)
+        faces[(d, 0)], faces[(d, 1)] = lo, hi
+    for n in range(2, len(dims) + 1):
+        for S in itertools.combinations(dims, n):
+            rest = tuple(d for d in dims if d not in S)
+            for sides in itertools.product((0, 1), repeat=n):
+                if any(side and x.shape[d] % 2 for d, side in zip(S, sides)):
+                    continue  # odd length: the last output does not reach position L
+                inp = slab(x_ends[S[0]][sides[0]], S[0], sides[0])
+                for d, side in zip(S[1:], sides[1:]):
+                    inp = slab(ends(inp, d)[side], d, side)
+                t = strided(inp, rest)  # length 1 along the axes of S
+                key = (S[0], sides[0])  # an edge or corner goes into the face of its first axis,
+                idx = [slice(None)] * y.ndim  # at the first / last output of its other axes
+                for d, side in zip(S[1:], sides[1:]):
+                    idx[d] = slice(y.shape[d] - 1, y.shape[d]) if side else slice(0, 1)
+                face = faces[key].clone()
+                face[tuple(idx)] += t if n % 2 == 0 else -t
+                faces[key] = face
+    for d in dims:  # y + faces: one concatenation per axis
+        lo, hi = faces.get((d, 0)), faces.get((d, 1))
+        J = y.shape[d]
+        if J == 1:
+            y = y + sum(f for f in (lo, hi) if f is not None)
+            continue
+        first, mid, last = y.split([1, J - 2, 1], dim=d)
+        y = torch.cat([first + lo, mid, last + hi if hi is not None else last], dim=d)
+    return y
 
 
 class DBlock(nn.Module):
@@ -94,7 +166,7 @@ class DBlock(nn.Module):
         self.from_rgb = Conv3d(3, cin, 1, 1, clamp=clamp) if rgb else None
         self.conv0 = Conv3d(cin, cin, kt, ks, clamp=clamp)
         self.conv1 = Conv3d(cin, cout, kt, ks, s_down, t_down, clamp=clamp)
-        self.skip = Conv3d(cin, cout, 1, 1, s_down, t_down, bias=False, act=False, clamp=clamp)
+        self.skip = Conv3d(cin, cout, 1, 1, s_down, t_down, bias=False, act=False, clamp=clamp)  # clamped too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.from_rgb is not None:

@@ -135,8 +135,8 @@ class LowResRecipe(Recipe):
         noise (global RNG), then a random clip_len window of each (METHODS.md 1.2)."""
         T, slack = self.cfg.data.clip_len, self.cfg.model.slack
         C = self.cfg.model.G.latent.noise_channels
-        t0 = torch.randint(0, slack + 1, (n,)).tolist()
-        return self.G(lambda a, b: torch.randn(n, C, b - a, device=self.device), 0, T + slack, offsets=t0, length=T)
+        t0 = torch.randint(0, max(slack, 1), (n,)).tolist()  # as the reference: offsets 0 .. slack - 1
+        return self.G(lambda a, b: torch.randn(n, C, b - a, device=self.device), T + slack, offsets=t0, length=T)
 
     def run_d(self, clips: torch.Tensor) -> torch.Tensor:
         """Clip-consistent augmentation (colour, translation, cutout, time stretch, x-flip), then D."""
@@ -163,7 +163,8 @@ class LowResRecipe(Recipe):
     def sample(self, nets: dict[str, nn.Module], num: int, seed: int) -> torch.Tensor:
         """num videos of clip_len frames, seeds seed .. seed + num - 1: [N, 3, T, H, W]."""
         G = nets["G"]
-        return G.render_seeds(list(range(seed, seed + num)), 0, self.cfg.data.clip_len).clamp(-1, 1)
+        T = self.cfg.data.clip_len
+        return G.render_seeds(list(range(seed, seed + num)), T, 0, T).clamp(-1, 1)
 
     def run_name(self) -> str:
         d = self.cfg.data

@@ -17,7 +17,6 @@ min(16384 / res, 512); no minibatch-stddev.
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import subprocess
@@ -31,8 +30,9 @@ from einops import rearrange
 from torch import nn
 
 from vidgen.errors import ConfigError
-from vidgen.nn.alias_free import SynthesisLayer, design_lowpass, layer_specs, upfirdn2d
-from vidgen.nn.style import FullyConnected, MappingNetwork, lrelu_gain
+from vidgen.nn.alias_free import SynthesisLayer, layer_specs, upfirdn2d
+from vidgen.nn.filters import kaiser_lowpass, linear_filter
+from vidgen.nn.stylegan import ResidualDiscriminator, StyleMapping
 
 
 @dataclass
@@ -71,37 +71,46 @@ class SuperResModelConfig:
 
 # --- conditioning --------------------------------------------------------------------------
 
-def resample_frames(x: torch.Tensor, up: int = 1, down: int = 1, taps_per_factor: int = 6) -> torch.Tensor:
-    """Resample images by an integer factor with a Kaiser low-pass; edges replicate.
+def kaiser_resample_filter(scale: int, taps_per_factor: int = 6) -> torch.Tensor:
+    """The conditioning resampler's low-pass (the long-video GAN's): ``taps_per_factor * scale``
+    Kaiser taps, cutoff 1 and transition width 6 at a rate of 4 per low-rate sample (i.e. a
+    quarter of the low rate, 0.75 wide), whichever way the resampling goes."""
+    return torch.as_tensor(kaiser_lowpass(taps_per_factor * scale, 1.0, 6.0, 4.0 * scale), dtype=torch.float32)
+
+
+def resample_frames(x: torch.Tensor, up: int = 1, down: int = 1, f: torch.Tensor | None = None) -> torch.Tensor:
+    """Resample images by an integer factor with :func:`kaiser_resample_filter`; edges replicate.
 
     x: [N, C, h, w] -> [N, C, h*up/down, w*up/down]; sample centres stay aligned (pixel-area
-    convention). The filter stops at the Nyquist rate of the lower of the two rates
-    (cutoff 0.35, transition 0.3 of it), 6 taps per unit of factor, as StyleGAN3 resamples.
+    convention: output j of a decimation by s sits at input (j + 1/2) s - 1/2). Downsampling
+    pads s replicated samples on each side, upsampling one, before filtering (the same
+    samples at the borders as the long-video GAN's conditioning).
     """
     assert up == 1 or down == 1
     s = max(up, down)
     if s == 1:
         return x
-    k = taps_per_factor * s
-    f = design_lowpass(k, cutoff=0.35, width=0.3, fs=s).to(x.device, x.dtype)  # rates in units of the low rate
+    f = (kaiser_resample_filter(s) if f is None else f).to(x.device, x.dtype)
+    k = f.numel()
     if down > 1:
-        p = (k - s) // 2  # centres output j on input (j + 1/2) s - 1/2
-        return upfirdn2d(F.pad(x, (p, p, p, p), mode="replicate"), f, down=s)
-    # Each polyphase component gets unit DC gain, so constants are reproduced exactly.
-    f = rearrange(f, "(n s) -> n s", s=s)
-    f = rearrange(f / f.sum(dim=0, keepdim=True), "n s -> (n s)")
-    e = taps_per_factor // 2  # input samples under half the filter
-    x = F.pad(x, (e, e, e, e), mode="replicate")
-    p0, p1 = k // 2 - 1 + s // 2, k - 1 - (k // 2 - 1 + s // 2)  # centres output j on input (j + 1/2)/s - 1/2
-    y = upfirdn2d(x, f, up=s, padding=(p0, p1, p0, p1))
-    return y[..., e * s:y.shape[-2] - e * s, e * s:y.shape[-1] - e * s]
+        x = F.pad(x, (s, s, s, s), mode="replicate")
+        lo, hi = (k - s + 1) // 2 - s, (k - s) // 2 - s
+        return upfirdn2d(x, f, down=s, padding=(lo, hi, lo, hi))
+    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    lo, hi = (k + s - 1) // 2 - s, (k - s) // 2 - s
+    return upfirdn2d(x, f, up=s, padding=(lo, hi, lo, hi), gain=s * s)
 
 
-def _centre_pad(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Replicate-pad x: [N, C, h, w] around its centre to size (width, height)."""
-    dw, dh = size[0] - x.shape[-1], size[1] - x.shape[-2]
-    assert dw >= 0 and dh >= 0, (x.shape, size)
-    return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), mode="replicate")
+def _crop_or_pad(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """x: [N, C, h, w] centre-cropped where larger than size (width, height), then
+    replicate-padded around its centre where smaller."""
+    W, H = size
+    x0, y0 = max(0, (x.shape[-1] - W) // 2), max(0, (x.shape[-2] - H) // 2)
+    x = x[..., y0:y0 + H, x0:x0 + W]
+    dw, dh = W - x.shape[-1], H - x.shape[-2]
+    if dw or dh:
+        x = F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), mode="replicate")
+    return x
 
 
 # --- generator -----------------------------------------------------------------------------
@@ -116,32 +125,39 @@ class SuperResGenerator(nn.Module):
         self.lr_rate = max(h, w)  # samples along the long side
         self.specs = layer_specs(W, H, 3, cfg.channel_base, cfg.channel_max, cfg.num_layers, cfg.num_critical,
                                  margin=cfg.margin, extra_in_channels=self.cond_channels, fourier_input=False)
-        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, num_layers=cfg.mapping_layers, lr_multiplier=0.01)
+        self.mapping = StyleMapping(cfg.z_dim, 0, cfg.w_dim, None, cfg.mapping_layers)
+        self.mapping.register_load_state_dict_pre_hook(_default_w_avg)
         self.layers = nn.ModuleList(SynthesisLayer(cfg.w_dim, s, conv_clamp=cfg.conv_clamp,
                                                    magnitude_ema_beta=cfg.magnitude_ema_beta) for s in self.specs)
+        for r in sorted({s.in_rate for s in self.specs} - {self.lr_rate}):  # the resamplers' filters
+            scale = max(r // self.lr_rate, self.lr_rate // r)
+            self.register_buffer(f"resample_{r}", kaiser_resample_filter(scale), persistent=False)
 
     def layer_conditions(self, lowres: torch.Tensor) -> list[torch.Tensor]:
-        """lowres: [B, C, T + 2K, h, w] -> per layer [B*T, 9C, in_h, in_w]: the 2K+1 frames
-        around each output frame stacked, resampled to the layer's input rate, padded to its
-        size (margin) by replicating the edges."""
-        K = self.cfg.context
-        frames = lowres.unfold(2, 2 * K + 1, 1)  # [B, C, T, h, w, 2K+1]
-        frames = rearrange(frames, "b c t h w s -> (b t) (c s) h w")
+        """lowres: [B, C, T + 2K, h, w] -> per layer [B*T, 9C, in_h, in_w]: the frames padded to a
+        square plus the margin (edges replicated), the 2K+1 frames around each output frame
+        stacked, resampled to the layer's input rate and cut (or padded) to its size."""
+        K, m = self.cfg.context, self.cfg.margin
+        h, w = lowres.shape[-2:]
+        side = self.lr_rate
+        pad = ((side - w) // 2 + m, (side - w + 1) // 2 + m, (side - h) // 2 + m, (side - h + 1) // 2 + m)
+        frames = F.pad(lowres, (*pad, 0, 0), mode="replicate")
+        frames = rearrange(frames.unfold(2, 2 * K + 1, 1), "b c t h w s -> (b t) (c s) h w")
         by_rate: dict[int, torch.Tensor] = {}
         conds = []
         for spec in self.specs:
             r = spec.in_rate
             if r not in by_rate:
-                up, down = max(r // self.lr_rate, 1), max(self.lr_rate // r, 1)
-                by_rate[r] = resample_frames(frames, up=up, down=down)
-            conds.append(_centre_pad(by_rate[r], spec.in_size))
+                f = getattr(self, f"resample_{r}", None)
+                by_rate[r] = resample_frames(frames, up=max(r // side, 1), down=max(side // r, 1), f=f)
+            conds.append(_crop_or_pad(by_rate[r], spec.in_size))
         return conds
 
     def forward(self, lowres: torch.Tensor, z: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
         """lowres: [B, C, T + 2K, h, w] in [-1, 1]; z: [B, z_dim] -> [B, C, T, H, W]."""
         B, T = lowres.shape[0], lowres.shape[2] - 2 * self.cfg.context
         assert T >= 1 and tuple(lowres.shape[3:]) == tuple(self.cfg.lowres), lowres.shape
-        w = self.mapping(z)  # [B, w_dim], one per video
+        w = self.mapping(z, update_emas=update_emas)  # [B, w_dim], one per video
         x = None
         for layer, cond in zip(self.layers, self.layer_conditions(lowres)):
             x = cond if x is None else torch.cat([x, cond.to(x.dtype)], dim=1)
@@ -155,19 +171,20 @@ class SuperResGenerator(nn.Module):
         return torch.randn(batch, self.cfg.z_dim, generator=g).to(self.layers[0].weight.device)
 
     @torch.no_grad()
-    def upsample_window(self, lowres: torch.Tensor, seed: int, segment: int = 16) -> torch.Tensor:
+    def upsample_window(self, lowres: torch.Tensor, seed: int | None = None, segment: int = 16,
+                        z: torch.Tensor | None = None) -> torch.Tensor:
         """Super-resolve one window of a long video (METHODS.md 1.4, inference).
 
         lowres: [C, T + 2K, h, w] in [-1, 1] (K = context = 4 margin frames each side) ->
-        [C, T, H, W]. z comes from ``seed`` so every window of one video uses the same z; the
-        frames are computed ``segment`` at a time. Because output frame t depends only on
-        low-res frames t-K .. t+K and z, windows computed separately equal one call over
-        the whole range.
+        [C, T, H, W]. z comes from ``seed`` (or is given: [1, z_dim]) so every window of one
+        video uses the same z; the frames are computed ``segment`` at a time. Because output
+        frame t depends only on low-res frames t-K .. t+K and z, windows computed separately
+        equal one call over the whole range.
         """
         K = self.cfg.context
         if lowres.ndim != 4 or lowres.shape[1] <= 2 * K:
             raise ValueError(f"lowres must be [C, T + {2 * K}, h, w] with T >= 1, got {tuple(lowres.shape)}")
-        z = self.latent(seed)
+        z = self.latent(seed) if z is None else z.to(self.layers[0].weight.device)
         T = lowres.shape[1] - 2 * K
         out = []
         for t0 in range(0, T, segment):
@@ -177,74 +194,35 @@ class SuperResGenerator(nn.Module):
         return torch.cat(out, dim=1)
 
 
+def _default_w_avg(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints written before the generator tracked the average w hold no ``w_avg``:
+    it starts at zero (it only matters for truncation)."""
+    if prefix + "w_avg" not in state_dict and any(k.startswith(prefix) for k in state_dict):
+        state_dict[prefix + "w_avg"] = torch.zeros_like(module.w_avg)
+
+
 # --- discriminator -------------------------------------------------------------------------
 
-BLUR = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8  # StyleGAN2 resampling filter (separable)
+class SuperResDiscriminator(ResidualDiscriminator):
+    """The StyleGAN2 residual discriminator on 2 x frames RGB images (low-res upsampled, then
+    high-res, stacked along channels), zero-padded to a square; no minibatch std."""
 
-
-class DConv(nn.Module):
-    """Equalised conv2d (+ optional blur-then-stride-2 downsampling) + leaky ReLU, clamped."""
-
-    def __init__(self, cin: int, cout: int, k: int, down: bool = False, bias: bool = True, act: bool = True,
-                 clamp: float | None = 256.0):
-        super().__init__()
-        self.k, self.down, self.act, self.clamp = k, down, act, clamp
-        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
-        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
-        self.gain = 1 / math.sqrt(cin * k * k)
-        self.register_buffer("blur", BLUR.clone(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, cin, H, W] -> [B, cout, H or H/2, W or W/2]
-        w = (self.weight * self.gain).to(x.dtype)
-        b = None if self.bias is None else self.bias.to(x.dtype)
-        if not self.down:
-            x = F.conv2d(x, w, b, padding=self.k // 2)
-        elif self.k == 1:
-            x = F.conv2d(upfirdn2d(x, self.blur, down=2, padding=(1, 1, 1, 1)), w, b)
-        else:  # blur with (k - 1) / 2 + 1 padding, then a strided valid conv (StyleGAN2 conv2d_resample)
-            p = self.k // 2 + 1
-            x = F.conv2d(upfirdn2d(x, self.blur, padding=(p, p, p, p)), w, b, stride=2)
-        if self.act:
-            x = lrelu_gain(x, clamp=self.clamp)
-        elif self.clamp is not None:
-            x = x.clamp(-self.clamp, self.clamp)
-        return x
-
-
-class DBlock(nn.Module):
-    """Residual block: two 3x3 convs (the second halves the size) + a 1x1 downsampling skip."""
-
-    def __init__(self, cin: int, cout: int, clamp: float | None):
-        super().__init__()
-        self.conv0 = DConv(cin, cin, 3, clamp=clamp)
-        self.conv1 = DConv(cin, cout, 3, down=True, clamp=clamp)
-        self.skip = DConv(cin, cout, 1, down=True, bias=False, act=False, clamp=None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.conv1(self.conv0(x)) + self.skip(x)) * math.sqrt(0.5)
-
-
-class SuperResDiscriminator(nn.Module):
     def __init__(self, cfg: SuperResModelConfig):
-        super().__init__()
         cfg.check()
+        super().__init__(max(cfg.highres), 2 * 3 * cfg.frames, cfg.d_channel_base, cfg.d_channel_max,
+                         mbstd_channels=0, conv_clamp=cfg.conv_clamp)
         self.cfg = cfg
-        self.res = max(cfg.highres)
-        log2 = int(math.log2(self.res))
-        ch = {r: min(cfg.d_channel_base // r, cfg.d_channel_max) for r in [2 ** i for i in range(2, log2 + 1)]}
-        self.in_channels = 2 * 3 * cfg.frames
-        self.fromrgb = DConv(self.in_channels, ch[self.res], 1, clamp=cfg.conv_clamp)
-        self.blocks = nn.ModuleList(DBlock(ch[r], ch[r // 2], cfg.conv_clamp) for r in [2 ** i for i in range(log2, 2, -1)])
-        self.conv = DConv(ch[4], ch[4], 3, clamp=cfg.conv_clamp)
-        self.fc = FullyConnected(ch[4] * 16, ch[4], activation="lrelu")
-        self.out = FullyConnected(ch[4], 1)
+        self.up = max(cfg.highres) // max(cfg.lowres)
+        self.register_buffer("upsample_filter", torch.as_tensor(linear_filter(self.up), dtype=torch.float32),
+                             persistent=False)
 
     def upsample_lowres(self, lowres: torch.Tensor) -> torch.Tensor:
-        """[B, C, T, h, w] -> [B, C, T, H, W], bilinear."""
-        B = lowres.shape[0]
-        x = F.interpolate(rearrange(lowres, "b c t h w -> (b t) c h w"), size=tuple(self.cfg.highres),
-                          mode="bilinear", align_corners=False)
+        """[B, C, T, h, w] -> [B, C, T, H, W]: linear interpolation (x ``up``), zeros beyond the edges."""
+        B, s = lowres.shape[0], self.up
+        f = self.upsample_filter.to(lowres.dtype)
+        k = f.numel()
+        x = upfirdn2d(rearrange(lowres, "b c t h w -> (b t) c h w"), f, up=s,
+                      padding=((k + s - 1) // 2, (k - s) // 2, (k + s - 1) // 2, (k - s) // 2), gain=s * s)
         return rearrange(x, "(b t) c h w -> b c t h w", b=B)
 
     def forward(self, lowres_up: torch.Tensor, highres: torch.Tensor) -> torch.Tensor:
@@ -254,11 +232,7 @@ class SuperResDiscriminator(nn.Module):
         assert x.shape[1] == self.in_channels, x.shape
         ph, pw = self.res - x.shape[2], self.res - x.shape[3]
         x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # zero-pad to a square
-        x = self.fromrgb(x)
-        for block in self.blocks:
-            x = block(x)
-        x = self.conv(x)
-        return self.out(self.fc(x.flatten(1)))
+        return super().forward(x)
 
 
 def count_parameters(module: nn.Module) -> int:

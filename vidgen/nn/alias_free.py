@@ -12,6 +12,8 @@ nonlinearity's new high frequencies are removed before resampling instead of ali
 - :func:`filtered_lrelu`: the filtered nonlinearity. Its autograd saves only the (small)
   input and recomputes the 2x-rate intermediates per channel chunk in the backward pass,
   so memory does not hold the upsampled tensors of every layer.
+- :func:`design_lowpass`: separable Kaiser-windowed sinc filters, and the radially symmetric
+  jinc filters of config R (2-D, used by :func:`upfirdn2d` as non-separable filters).
 - :func:`layer_specs`: the StyleGAN3 schedule (cutoffs rising geometrically, critically
   sampled last layers, margins) and :class:`SynthesisLayer`, :class:`FourierFeatures`.
 - :func:`eq_t_psnr`: the EQ-T equivariance metric (PSNR between the output of a translated
@@ -24,6 +26,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.signal
+import scipy.special
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -36,11 +40,25 @@ from vidgen.nn.style import FullyConnected
 CHUNK_ELEMENTS = 1 << 23  # upsampled elements per chunk of channels in filtered_lrelu
 
 
-def design_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> torch.Tensor | None:
-    """Separable Kaiser-windowed sinc (``scipy.signal.firwin``); None for the identity (1 tap)."""
+def design_lowpass(numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> torch.Tensor | None:
+    """Kaiser-windowed low-pass filter (StyleGAN3 Appendix C); None for the identity (1 tap).
+
+    Separable (``radial=False``): the 1-D taps of ``scipy.signal.firwin``. Radial: a 2-D
+    [numtaps, numtaps] jinc filter (the ideal radially symmetric low-pass,
+    ``J1(2 pi f_c r) / (pi r)``) times the outer product of a Kaiser window whose beta comes
+    from the same attenuation formula as the 1-D design, normalised to unit DC gain (config R).
+    """
     if numtaps <= 1:
         return None
-    return torch.as_tensor(kaiser_lowpass(numtaps, cutoff, width, fs), dtype=torch.float32)
+    if not radial:
+        return torch.as_tensor(kaiser_lowpass(numtaps, cutoff, width, fs), dtype=torch.float32)
+    t = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
+    r = np.hypot(*np.meshgrid(t, t))  # numtaps is even, so r > 0 everywhere
+    f = scipy.special.j1(2 * cutoff * (np.pi * r)) / (np.pi * r)
+    beta = scipy.signal.kaiser_beta(scipy.signal.kaiser_atten(numtaps, width / (fs / 2)))
+    window = np.kaiser(numtaps, beta)
+    f = f * np.outer(window, window)
+    return torch.as_tensor(f / np.sum(f), dtype=torch.float32)
 
 
 # --- resampling -------------------------------------------------------------------------
@@ -81,12 +99,29 @@ def fir_resample_axis(x: torch.Tensor, f: torch.Tensor | None, axis: int, up: in
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1,
               padding: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
-    """Separable 2-D upfirdn. x: [N, C, H, W]; f: 1-D taps (None: identity);
-    padding (x0, x1, y0, y1) as in StyleGAN; ``gain`` is the 2-D gain (``up ** 2`` keeps the
-    mean of an upsampled signal)."""
+    """2-D upfirdn. x: [N, C, H, W]; f: 1-D separable taps, a 2-D [kh, kw] filter, or None
+    (identity); padding (x0, x1, y0, y1) as in StyleGAN; ``gain`` is the 2-D gain (``up ** 2``
+    keeps the mean of an upsampled signal)."""
+    if f is not None and f.ndim == 2:
+        return _upfirdn2d_full(x, f, up, down, padding, gain)
     g = math.sqrt(gain)
     x = fir_resample_axis(x, f, -2, up, down, (padding[2], padding[3]), g)
     return fir_resample_axis(x, f, -1, up, down, (padding[0], padding[1]), g)
+
+
+def _upfirdn2d_full(x: torch.Tensor, f: torch.Tensor, up: int, down: int, padding: tuple[int, int, int, int],
+                    gain: float) -> torch.Tensor:
+    """upfirdn with a non-separable 2-D filter f: [kh, kw] (the radial filters of config R)."""
+    N, C, H, W = x.shape
+    if up > 1:  # zero insertion: each input sample is followed by up - 1 zeros on both axes
+        z = x.new_zeros(N, C, H, up, W, up)
+        z[:, :, :, 0, :, 0] = x
+        x = z.reshape(N, C, H * up, W * up)
+    x0, x1, y0, y1 = padding
+    x = F.pad(x, (max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)))
+    x = x[:, :, max(-y0, 0):x.shape[2] - max(-y1, 0), max(-x0, 0):x.shape[3] - max(-x1, 0)]
+    weight = (f.to(x.device, x.dtype) * gain).flip(0, 1)  # convolution, not correlation
+    return F.conv2d(x, weight[None, None].expand(C, 1, *f.shape), stride=down, groups=C)
 
 
 def _filtered_lrelu_dense(x, fu, fd, up, down, padding, gain, slope, clamp):
@@ -248,7 +283,8 @@ class SynthesisLayer(nn.Module):
     """
 
     def __init__(self, w_dim: int, spec: LayerSpec, conv_kernel: int = 3, filter_size: int = 6,
-                 lrelu_upsampling: int = 2, conv_clamp: float | None = 256.0, magnitude_ema_beta: float = 0.999):
+                 lrelu_upsampling: int = 2, conv_clamp: float | None = 256.0, magnitude_ema_beta: float = 0.999,
+                 use_radial_filters: bool = False):
         super().__init__()
         self.spec = spec
         self.conv_kernel = 1 if spec.is_torgb else conv_kernel
@@ -268,7 +304,9 @@ class SynthesisLayer(nn.Module):
         up_taps = filter_size * self.up if self.up > 1 and not spec.is_torgb else 1
         down_taps = filter_size * self.down if self.down > 1 and not spec.is_torgb else 1
         fu = design_lowpass(up_taps, spec.in_cutoff, spec.in_half_width * 2, tmp_rate)
-        fd = design_lowpass(down_taps, spec.out_cutoff, spec.out_half_width * 2, tmp_rate)
+        # Config R: a radially symmetric down filter, except in the critically sampled layers.
+        self.down_radial = use_radial_filters and not spec.critically_sampled
+        fd = design_lowpass(down_taps, spec.out_cutoff, spec.out_half_width * 2, tmp_rate, radial=self.down_radial)
         self.register_buffer("up_filter", fu if fu is not None else torch.ones(1), persistent=False)
         self.register_buffer("down_filter", fd if fd is not None else torch.ones(1), persistent=False)
         self.has_fu, self.has_fd = fu is not None, fd is not None
@@ -332,9 +370,12 @@ class FourierFeatures(nn.Module):
             self.affine.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
         self.weight = nn.Parameter(torch.randn(channels, channels))
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        # w: [B, w_dim] -> [B, channels, h, w]
+    def forward(self, w: torch.Tensor, transform: torch.Tensor | None = None) -> torch.Tensor:
+        """w: [B, w_dim] -> [B, channels, h, w]. ``transform`` ([3, 3] or [B, 3, 3]) replaces
+        the ``transform`` buffer for this call: the inverse of the image's transformation
+        (a translation by t moves the content by +t when transform holds -t)."""
         B = w.shape[0]
+        user = self.transform if transform is None else transform
         t = self.affine(w)
         t = t / t[:, :2].norm(dim=1, keepdim=True)  # unit rotation
         eye = torch.eye(3, device=w.device, dtype=w.dtype).expand(B, 3, 3)
@@ -342,7 +383,7 @@ class FourierFeatures(nn.Module):
         rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = t[:, 0], -t[:, 1], t[:, 1], t[:, 0]
         tra = eye.clone()
         tra[:, 0, 2], tra[:, 1, 2] = -t[:, 2], -t[:, 3]
-        m = rot @ tra @ self.transform.to(w.dtype)  # [B, 3, 3]
+        m = rot @ tra @ user.to(w.device, w.dtype)  # [B, 3, 3]: rotate, translate, then the user's
         phases = self.phases.to(w.dtype) + torch.einsum("cd,bd->bc", self.freqs.to(w.dtype), m[:, :2, 2])
         freqs = torch.einsum("cd,bde->bce", self.freqs.to(w.dtype), m[:, :2, :2])
         # Fade out frequencies between the bandwidth and the Nyquist rate.

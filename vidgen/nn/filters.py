@@ -88,6 +88,22 @@ def upsample2d_bilinear(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
+def upsample2x_zero(x: torch.Tensor, dims: tuple[int, ...] = (-2, -1)) -> torch.Tensor:
+    """x2 linear upsampling along each of ``dims`` with zeros beyond the edges (upfirdn with the
+    [1, 3, 3, 1] / 4 kernel and 'same' zero padding, as StyleGAN's upsample2d):
+    ``y[2i] = x[i-1] / 4 + 3 x[i] / 4``, ``y[2i+1] = 3 x[i] / 4 + x[i+1] / 4``, x[-1] = x[L] = 0.
+    x: any shape, e.g. frames [N, C, H, W] (the default dims: bilinear in space)."""
+    channels_last = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    for d in dims:
+        d %= x.ndim
+        L = x.shape[d]
+        p = F.pad(x, [0, 0] * (x.ndim - 1 - d) + [1, 1])
+        prev, mid, nxt = p.narrow(d, 0, L), p.narrow(d, 1, L), p.narrow(d, 2, L)
+        even, odd = torch.lerp(mid, prev, 0.25), torch.lerp(mid, nxt, 0.25)
+        x = torch.stack([even, odd], dim=d + 1).flatten(d, d + 1)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 def downsample2d(x: torch.Tensor, f=None, down: int = 2) -> torch.Tensor:
     """Low-pass and decimate by ``down`` over the last two dimensions, keeping the size a
     multiple (``H / down``): zero padding ``(K - down + 1) // 2`` before, ``(K - down) // 2`` after.

@@ -43,19 +43,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_train)
 
 
-def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init: bool = True) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init: bool = True,
+                        families: list[str] | None = None) -> None:
     """The options shared by every `... train` command (also used by `timelapse train`);
-    ``with_init=False`` for a command that defines its own ``--init``."""
+    ``with_init=False`` for a command that defines its own ``--init``; ``families`` limits the
+    FAMILY argument (`vidgen lvg train lvg-lowres ...`)."""
     if with_family:
-        p.add_argument("family", choices=_trainable(), metavar="FAMILY",
-                       help=f"model family: {', '.join(_trainable())}")
+        names = families or _trainable()
+        p.add_argument("family", choices=names, metavar="FAMILY", help=f"model family: {', '.join(names)}")
     p.add_argument("--config", metavar="FILE", help="YAML preset (e.g. configs/toygan-tiny.yaml)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (sets data.path); 'synthetic' where supported")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. engine.steps=1000 (repeatable)")
     p.add_argument("--resume", metavar="auto|PATH",
                    help="'auto': continue the newest run of this recipe under --out if any; "
-                        "PATH: a run folder or checkpoint folder")
+                        "PATH: a run folder or checkpoint folder (without --config its config is the base)")
     if with_init:
         p.add_argument("--init", dest="init_from", metavar="PATH",
                        help="start a new run from the networks (and compatible optimiser moments) of a run or "
@@ -76,13 +78,15 @@ def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
         overrides.append(f"engine.out_dir={args.out}")
     base = None
     init = getattr(args, "init_from", None)
-    if init and args.config is None:  # the config the init networks were built with
+    resume = args.resume if args.resume not in (None, "", "auto", "none") else None
+    source, flag = (init, "--init") if init else (resume, "--resume")
+    if source and args.config is None:  # the config the networks were built with
         from vidgen.config import config_from_dict
         from vidgen.train.checkpoint import read_checkpoint
 
-        c = read_checkpoint(init)
+        c = read_checkpoint(source)
         if c.family != recipe_cls.family:
-            raise ConfigError(f"--init {init}: a {c.family!r} checkpoint cannot start a {recipe_cls.family!r} run")
+            raise ConfigError(f"{flag} {source}: a {c.family!r} checkpoint cannot start a {recipe_cls.family!r} run")
         base = config_from_dict(recipe_cls.config_class, c.config)
     return load_config(recipe_cls.config_class, args.config, overrides, base=base)
 
