@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Annotated, Optional
 
 import pytest
 
-from vidgen.config import config_from_dict, config_to_dict, dump_yaml, load_config
+from vidgen.config import (AllowInf, NonNegativeInt, PositiveFloat, PositiveInt, UnitFloat, config_from_dict,
+                           config_to_dict, dump_yaml, load_config)
 from vidgen.errors import ConfigError
 from vidgen.train.recipe import EMASpec, EngineConfig
 
@@ -99,6 +103,90 @@ def test_cli_dry_run_prints_config_and_parameter_counts(capsys):
     cfg = load_config(ToyGANConfig, "configs/toygan-tiny.yaml")
     g = sum(p.numel() for p in ToyGANRecipe(cfg, torch.device("cpu")).G.parameters())
     assert "steps: 3" in out and f"{g:,d}" in out and "total" in out
+
+
+# --- ranges, finiteness, cross-field checks, scientific notation --------------------------------
+@dataclass
+class Ranged:
+    count: PositiveInt = 1
+    workers: NonNegativeInt = 0
+    rate: PositiveFloat = 0.1
+    p: UnitFloat = 0.5
+    gain: float = 1.0
+    top: Annotated[float, AllowInf] = math.inf
+    maybe: Optional[PositiveInt] = None
+    pair: tuple[PositiveInt, PositiveInt] = (1, 2)
+
+    def check(self) -> None:
+        if self.workers > self.count:
+            raise ConfigError(f"workers ({self.workers}) must not exceed count ({self.count})")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("count=0", "'count': 0 is out of range (must be > 0)"),
+    ("count=-3", "'count': -3 is out of range"),
+    ("workers=-1", "'workers': -1 is out of range (must be >= 0)"),
+    ("rate=0", "'rate': 0.0 is out of range (must be > 0)"),
+    ("p=1.5", "'p': 1.5 is out of range (must be >= 0 and <= 1)"),
+    ("gain=.nan", "'gain': nan is not a finite number"),
+    ("gain=.inf", "'gain': inf is not a finite number"),
+    ("rate=-.inf", "not a finite number"),
+    ("top=.nan", "'top': nan is not a finite number"),
+    ("maybe=0", "'maybe'"),
+    ("pair=[1,0]", "'pair[1]': 0 is out of range"),
+    ("workers=5", "workers (5) must not exceed count (1)"),
+])
+def test_ranges_and_checks_are_enforced(override, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config(Ranged, None, [override])
+    assert message in str(exc.value)
+
+
+def test_values_inside_the_ranges_pass_and_checks_see_the_final_config(tmp_path):
+    cfg = load_config(Ranged, None, ["top=.inf", "p=1", "maybe=null", "workers=5", "count=8", "gain=-2"])
+    assert cfg.top == math.inf and cfg.p == 1.0 and cfg.maybe is None and cfg.workers == 5 and cfg.gain == -2.0
+    # a cross-field check runs once, after every override: workers=5 before count=8 is fine
+    with pytest.raises(ConfigError, match="must not exceed"):
+        config_from_dict(Ranged, {"workers": 2})  # dicts (checkpoints' configs) are checked too
+    preset = tmp_path / "r.yaml"
+    preset.write_text("count: 0\n")
+    with pytest.raises(ConfigError, match=f"{preset}: config key 'count'"):
+        load_config(Ranged, preset)
+
+
+def test_scientific_notation_reads_as_a_float(tmp_path):
+    cfg = load_config(Cfg, None, ["lr=1e6"])
+    assert cfg.lr == 1e6 and isinstance(cfg.lr, float)
+    assert load_config(Cfg, None, ["lr=3e-4"]).lr == 3e-4 and load_config(Cfg, None, ["lr=-2E+3"]).lr == -2000.0
+    preset = tmp_path / "p.yaml"
+    preset.write_text("lr: 1e-5\ndata: {scales: [1e0, 2.5e-1]}\n")
+    cfg = load_config(Cfg, preset)
+    assert cfg.lr == 1e-5 and cfg.data.scales == [1.0, 0.25]
+    assert load_config(Cfg, None, ["data.path=1e6"]).data.path == "1e6"  # a string field keeps the text
+    assert load_config(Cfg, None, ["engine.steps=1e3"]).engine.steps == 1000  # a whole float is an int
+    with pytest.raises(ConfigError, match="not a valid int"):
+        load_config(Cfg, None, ["engine.steps=1.5e0"])
+
+
+PRESETS = {"toygan-tiny.yaml": "toygan", "lvg/lowres-": "lvg-lowres", "lvg/superres-": "lvg-superres",
+           "diffusion/": "diffusion", "timelapse/": "timelapse"}
+
+
+def test_every_family_default_and_preset_passes_its_own_checks():
+    from vidgen import registry
+    from vidgen.families import load_families
+    load_families()
+    root = Path(__file__).resolve().parents[1] / "configs"
+    seen = set()
+    for path in sorted(root.rglob("*.yaml")):
+        rel = str(path.relative_to(root))
+        family = next(f for prefix, f in PRESETS.items() if rel.startswith(prefix))
+        cls = registry.recipe_class(family).config_class
+        cfg = load_config(cls, path)
+        # as a checkpoint stores it (JSON; an infinite default becomes Infinity) and reads it back
+        assert config_from_dict(cls, json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+        seen.add(family)
+    assert seen == set(PRESETS.values())
 
 
 def test_moved_keys_name_their_new_place_and_stored_configs_are_moved():

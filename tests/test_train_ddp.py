@@ -1,7 +1,9 @@
 """Two gloo processes under torchrun train exactly like one process with the same global
 batch: gradients are averaged by all-reduce, data is sharded by the sampler, and each
-sample's latents come from its index (model.latents=index)."""
+sample's latents come from its index (model.latents=index). Training ends with the process
+group destroyed, its threads gone, on success and on error."""
 
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +53,43 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     for net in ("G", "D"):
         moved = max((one[f"{net}/{k}"] - v).abs().max().item() for k, v in init[net].state_dict().items())
         assert moved > 1e-3, (net, moved)
+
+
+# Each rank trains through the command line (once per process: a process group is made once)
+# and reports the process-group threads left when `main` returns. A group still referenced after
+# destroy_process_group keeps its gloo threads until the interpreter exits, where their teardown
+# now and then aborts the rank (exit -6) after a good run.
+TEARDOWN = r"""
+import json, os, sys, threading
+from vidgen.cli import main
+from vidgen.train.dist import backend_threads
+out, data, sets = sys.argv[1], sys.argv[2], sys.argv[3:]
+code = main(["train", "toygan", "--out", out, "--data", data] + [a for s in sets for a in ("--set", s)])
+threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+print("REPORT " + json.dumps({"rank": int(os.environ["RANK"]), "code": code, "backend": backend_threads(),
+                              "threads": threads}), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outcome", ["success", "error"])
+def test_process_group_and_threads_end_with_training(tmp_path, outcome):
+    sets = ["engine.batch=8", "data.resolution=8", "model.channels=8", "model.z_dim=8", "data.num=32",
+            "engine.workers=1", "engine.device=cpu", "engine.log_every=2", "engine.steps=2"]
+    data = "synthetic" if outcome == "success" else str(tmp_path / "missing")  # fails after the optimisers exist
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(tmp_path / "runs"), data] + sets,
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    reports = [json.loads(line.split("REPORT ", 1)[1]) for line in done.stdout.splitlines() if "REPORT " in line]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(r["rank"] for r in reports) == [0, 1], done.stdout[-3000:]
+    for r in reports:
+        assert r["code"] == (0 if outcome == "success" else 2), r
+        assert r["backend"] == [], r  # the group was destroyed when training returned
+        assert r["threads"] == [], r  # no loader, progress-bar or logging thread left either
+    assert "Traceback" not in done.stderr
+    if outcome == "error":
+        assert done.stderr.count("vidgen: error: cannot read the training data") == 2

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vidgen.cli import run
+from vidgen.cli import Parser, run
 from vidgen.fileio import write_json
-from vidgen.errors import ConfigError, VidgenError
+from vidgen.argtypes import device_name, finite_float, non_negative_int, positive_float, positive_int
+from vidgen.errors import ConfigError, VidgenError, output_error
 
 TRAIN_EPILOG = """examples:
   timelapse train --data ../shared/data/timelapse/vegas_webcam --config configs/timelapse/tiny.yaml
@@ -56,9 +57,14 @@ INSPECT_EPILOG = """examples:
 
 
 def _device(name: str) -> str:
-    import torch
+    return name  # resolved and checked when parsed (vidgen.argtypes.device_name)
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+def hour_of_day(text: str) -> float:
+    value = finite_float(text)
+    if not 0 <= value <= 24:
+        raise argparse.ArgumentTypeError(f"must be an hour of the day in 0..24, got {text!r}")
+    return value
 
 
 def _ints(text: str) -> list[int]:
@@ -207,7 +213,11 @@ def run_render(args: argparse.Namespace) -> int:
     s = render_settings(args)
     if args.out is None:
         raise ConfigError("timelapse render needs --out FILE (.mp4, .gif, .webm, a folder of pngs, or .png)")
-    path = do_render(s, args.out, _device(args.device), args.chunk)
+    try:
+        path = do_render(s, args.out, _device(args.device), args.chunk)
+    except OSError as exc:
+        raise output_error(exc, args.out, "nothing was written (a file "
+                          "already there is unchanged, the partial output was removed)") from None
     print(f"wrote {path}")
     return 0
 
@@ -223,7 +233,11 @@ def run_invert(args: argparse.Namespace) -> int:
     # The model's own time axis, not the dataset's: the same capture time means the same t.
     data.t = G.axis.normalize(data.seconds).astype(np.float32)
     cfg = InvertConfig(steps=args.steps, lr=args.lr, w_plus=args.w_plus, noise=not args.no_noise, seed=args.seed)
-    state = invert_sequence(G, data, args.out, cfg, {**info, "data": str(args.data)})
+    try:
+        state = invert_sequence(G, data, args.out, cfg, {**info, "data": str(args.data)})
+    except OSError as exc:
+        raise output_error(exc, args.out, "the frames inverted before the "
+                          "last save are kept there: rerun the same command to resume") from None
     print(f"wrote {args.out}: {int(state['done'].sum())} frames, mean MSE {float(state['mse'].mean()):.4f}")
     return 0
 
@@ -247,7 +261,11 @@ def run_eval(args: argparse.Namespace) -> int:
         report["fid"] = fid(G, data, num_fake=args.fid, seed=args.seed)
     print(json.dumps(report, indent=1))
     if args.out:
-        write_json(args.out, report)
+        try:
+            write_json(args.out, report)
+        except OSError as exc:
+            raise output_error(exc, args.out, "the report is printed above, "
+                              "a file already there is unchanged") from None
     return 0
 
 
@@ -287,7 +305,7 @@ DESCRIPTION = "Time-lapse GAN: train on time-stamped frames, re-render sequences
 
 def build_parser() -> argparse.ArgumentParser:
     """The `timelapse` script; `vidgen timelapse ...` has the same commands (see register)."""
-    parser = argparse.ArgumentParser(prog="timelapse", description=DESCRIPTION,
+    parser = Parser(prog="timelapse", description=DESCRIPTION,
                                      epilog="Run `timelapse COMMAND --help` for the options and examples of each.")
     add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     return parser
@@ -325,17 +343,17 @@ def add_commands(sub) -> None:
     p.add_argument("--from", dest="from_file", metavar="FILE", help="repeat the render whose settings FILE embeds")
     p.add_argument("--dates", metavar="FIRST..LAST", help="UTC dates, e.g. 2021-03-01..2021-10-31")
     p.add_argument("--every", default="1d", help="step between dates: 30m, 6h, 1d, 1w (default 1d)")
-    p.add_argument("--hour", type=float, default=None, help="time of day held (UTC hours; default 12 except real)")
+    p.add_argument("--hour", type=hour_of_day, default=None, help="time of day held (UTC hours; default 12 except real)")
     p.add_argument("--times-from", dest="times_from", metavar="DIR", help="use a dataset's capture times as dates")
     p.add_argument("--skip", action="append", default=[], metavar="A:B", help="with --times-from: frames left out")
     p.add_argument("--seed", type=int, default=0, help="weather seed (z and noise)")
     p.add_argument("--seeds", default=None, help="several weather seeds, e.g. 1,2,3 (restyle, grid, real)")
-    p.add_argument("--psi", type=float, default=1.0, help="truncation towards the average weather")
+    p.add_argument("--psi", type=finite_float, default=1.0, help="truncation towards the average weather")
     p.add_argument("--year", default="follow", choices=("follow", "hold"), help="stabilize: yearly phase")
     p.add_argument("--layers", metavar="A:B", default=None,
                    help="stabilize: hold the time of day / year only in w layers A..B-1 (e.g. 0:4 coarse)")
     p.add_argument("--factor", choices=("trend", "year", "day"), default=None, help="sweep/grid/stack: moving factor")
-    p.add_argument("--frames", type=int, default=48, help="sweep/grid: frames over the factor's range")
+    p.add_argument("--frames", type=positive_int, default=48, help="sweep/grid: frames over the factor's range")
     p.add_argument("--base", metavar="DATE", help="sweep/grid: date at which the other factors are held")
     p.add_argument("--interp", action="store_true", help="restyle: interpolate the weather between --seeds")
     p.add_argument("--latents", metavar="FILE", help="real: output of `timelapse invert`")
@@ -343,10 +361,11 @@ def add_commands(sub) -> None:
                    help="real: one weather for all frames, or each frame at --hour")
     p.add_argument("--compare-real", dest="compare_real", metavar="DIR",
                    help="put the real frame of DIR nearest in time beside each generated frame")
-    p.add_argument("--fps", type=float, default=12.0)
+    p.add_argument("--fps", type=positive_float, default=12.0)
     p.add_argument("--stack-axis", dest="stack_axis", type=int, default=1, choices=(0, 1))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--chunk", type=int, default=16, help="frames rendered at once")
+    p.add_argument("--device", type=device_name, default="auto")
+    p.add_argument("--chunk", type=positive_int, default=16, help="frames rendered at once")
+    p.add_argument("--allow-nonfinite", action="store_true", help="load a checkpoint with NaN / inf weights anyway")
 
     p = _parser(sub, "invert", "fit each real frame's latent and noise given its capture time", INVERT_EPILOG, run_invert)
     p.add_argument("-c", "--checkpoint", required=True, metavar="RUN")
@@ -354,26 +373,28 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, metavar="FILE.safetensors")
     p.add_argument("--skip", action="append", default=[], metavar="A:B")
     p.add_argument("--time-pattern", dest="time_pattern", default=None, help="strftime pattern of the file names")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--steps", type=positive_int, default=300)
+    p.add_argument("--lr", type=positive_float, default=0.05)
     p.add_argument("--w-plus", dest="w_plus", action="store_true", help="one w per layer")
     p.add_argument("--no-noise", dest="no_noise", action="store_true", help="keep the noise maps fixed")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_name, default="auto")
+    p.add_argument("--allow-nonfinite", action="store_true", help="load a checkpoint with NaN / inf weights anyway")
 
     p = _parser(sub, "eval", "variance ratios and equal-time FID of a checkpoint", EVAL_EPILOG, run_eval)
     p.add_argument("-c", "--checkpoint", required=True, metavar="RUN")
-    p.add_argument("--ratios", type=int, default=256, help="image pairs per variance term (0: skip)")
-    p.add_argument("--fid", type=int, default=0, help="generated images for FID (0: skip)")
+    p.add_argument("--ratios", type=non_negative_int, default=256, help="image pairs per variance term (0: skip)")
+    p.add_argument("--fid", type=non_negative_int, default=0, help="generated images for FID (0: skip)")
     p.add_argument("--data", metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE.json")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device_name, default="auto")
+    p.add_argument("--allow-nonfinite", action="store_true", help="load a checkpoint with NaN / inf weights anyway")
 
     p = _parser(sub, "inspect", "summarise a dataset's capture times or a checkpoint", INSPECT_EPILOG, run_inspect)
     p.add_argument("-c", "--checkpoint", metavar="RUN")
     p.add_argument("--data", metavar="DIR")
-    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--resolution", type=positive_int, default=256)
     p.add_argument("--skip", action="append", default=[], metavar="A:B")
     p.add_argument("--time-pattern", dest="time_pattern", default=None, help="strftime pattern of the frame names")
 

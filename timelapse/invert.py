@@ -21,12 +21,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from vidgen.errors import VidgenError
-from vidgen.fileio import write_safetensors
+from vidgen.fileio import read_safetensors, read_safetensors_metadata, write_safetensors
 from timelapse.model import Generator
 
 FORMAT = "timelapse-latents-1"
@@ -107,11 +105,13 @@ def invert_frame(G: Generator, target: torch.Tensor, t: torch.Tensor, cfg: Inver
 
 
 def _read_latents(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get("timelapse", "{}"))
-    if meta.get("format") != FORMAT:
+    try:
+        meta = json.loads(read_safetensors_metadata(path).get("timelapse", "{}"))
+    except ValueError:
+        meta = {}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise VidgenError(f"{path} is not a latents file written by `timelapse invert`; choose another --out")
-    return load_file(str(path)), meta
+    return read_safetensors(path), meta
 
 
 def read_latents(path) -> tuple[dict[str, torch.Tensor], dict]:

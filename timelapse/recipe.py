@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidgen.config import PositiveFloat
 from vidgen.errors import ConfigError
 from vidgen.train.ada import AdaController, AdaOps, ada_augment
 from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
@@ -56,7 +57,7 @@ class TimeConfig:
 
 @dataclass
 class LossConfig:
-    lr: float = 0.002
+    lr: PositiveFloat = 0.002
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = -1.0  # < 0: (resolution / 256)^2
     r1_interval: int = 16

@@ -25,6 +25,7 @@ from einops import rearrange, repeat
 
 from vidgen.errors import ConfigError
 from vidgen.render.writer import to_uint8_frames
+from vidgen.train.sidecar import load_network_state
 from timelapse.model import Generator
 from timelapse.time import DAY, YEAR_DAYS, TimeAxis, phase_of_hour
 
@@ -55,10 +56,14 @@ def load_generator(path, device: str | torch.device = "cpu", network: str = "G_e
     if ckpt.family != "timelapse":
         raise ConfigError(f"{ckpt.path} is a {ckpt.family!r} checkpoint; `timelapse render` needs a timelapse one")
     cfg = config_from_dict(TimelapseConfig, ckpt.config)
-    state = ckpt.network_state(network if network in ckpt.network_names else "G")
+    name = network if network in ckpt.network_names else "G"
+    state = ckpt.network_state(name)
+    if not {"time.axis_start", "time.axis_days", "out_rect"} <= set(state) or state["out_rect"].numel() != 4:
+        raise ConfigError(f"{ckpt.path}: network {name!r} lacks the time axis or output rectangle of a "
+                          "timelapse generator")
     axis = TimeAxis(float(state["time.axis_start"]), int(state["time.axis_days"]), cfg.time.lin_scale)
     G = Generator(cfg.model, axis, tuple(int(v) for v in state["out_rect"].tolist()))
-    G.load_state_dict(state)
+    load_network_state(G, state, str(ckpt.path), name)
     G = G.eval().requires_grad_(False).to(device)
     return G, {"checkpoint": str(ckpt.path), "step": ckpt.step}
 

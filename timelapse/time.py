@@ -229,7 +229,10 @@ def parse_every(text: str) -> float:
     m = _EVERY.match(text)
     if not m:
         raise ConfigError(f"--every {text!r}: expected a number and a unit m|h|d|w, e.g. 1d or 6h")
-    return float(m.group(1)) * {"m": 60, "min": 60, "h": 3600, "d": DAY, "w": 7 * DAY}[m.group(2)]
+    seconds = float(m.group(1)) * {"m": 60, "min": 60, "h": 3600, "d": DAY, "w": 7 * DAY}[m.group(2)]
+    if seconds < 1:
+        raise ConfigError(f"--every {text!r}: the step between dates must be at least one second")
+    return seconds
 
 
 def parse_date(text: str) -> datetime:

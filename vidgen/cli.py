@@ -16,17 +16,26 @@ Every model family also has one command group with the same verbs (:func:`add_fa
 ``vidgen GROUP train | eval | import`` beside the group's own ones (``generate``, ``render``,
 ``sample``, ...); the group is the family's ``group`` in vidgen/registry.py, e.g. ``vidgen lvg
 train lvg-lowres ...``, ``vidgen sg3 import FILE --out RUN``, ``vidgen timelapse eval``.
+
+What a user sees when something is wrong is one line on stderr and exit status 2: a bad
+argument (``PROG: error: ...``), a :class:`VidgenError` raised anywhere below, or an I/O error
+of the environment (disk full, read-only or forbidden path), named with its path. Warnings are
+one line too (``PROG: warning: ...``), without Python source lines. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+import warnings
 
-from vidgen.errors import VidgenError
+from vidgen.errors import VidgenError, describe_os_error, one_line
 from vidgen.families import load_families
 from vidgen.hostmem import tune_host_allocator
+from vidgen.train.sidecar import allow_nonfinite
 
 # Order is the order of `vidgen --help`.
 _COMMAND_MODULES = (
@@ -40,10 +49,57 @@ _COMMAND_MODULES = (
     "vidgen.import_cli",
 )
 
+# OSErrors caused by the machine or the user's paths, not by vidgen: reported in one line.
+ENVIRONMENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
+    errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG, errno.ENOTEMPTY, errno.ELOOP, errno.EIO,
+    errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EXDEV, errno.ETXTBSY,
+})
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``PROG: error: MESSAGE (see PROG --help)``, status 2.
+    Sub-command parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def error_message(exc: VidgenError) -> str:
+    """The one line of a user error. An error re-raised from a DataLoader worker carries the
+    worker's traceback in its text; its last line holds the message."""
+    text = str(exc)
+    if "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return one_line(text)
+
+
+def install_one_line_warnings(prog: str) -> None:
+    """Print every warning as ``PROG: warning: MESSAGE``, without the source line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        out = file if file is not None else sys.stderr
+        try:
+            out.write(f"{prog}: warning: {one_line(message)}\n")
+        except OSError:  # stderr is gone; nothing to tell
+            pass
+    warnings.showwarning = show
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars a failed command left open, so its error starts a line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar half torn down already
+            pass
+
 
 def build_parser(modules=_COMMAND_MODULES, prog: str = "vidgen") -> argparse.ArgumentParser:
     load_families()  # each family registers itself (vidgen/registry.py)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog,
         description="vidgen: train, render and evaluate video generators.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -103,15 +159,28 @@ def add_family_verbs(sub) -> None:
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    args = parser.parse_args(argv)
+    """Parse ``argv`` and run the chosen command; returns the exit status."""
+    install_one_line_warnings(parser.prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error, already printed on one line (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         tune_host_allocator()  # large CPU tensors reuse heap pages (vidgen/hostmem.py)
-        code = args.func(args)
+        with allow_nonfinite(bool(getattr(args, "allow_nonfinite", False))):  # checkpoints' NaN weights
+            code = args.func(args)
     except VidgenError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        _end_progress_bars()
+        print(f"{parser.prog}: error: {error_message(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        _end_progress_bars()
+        print(f"{parser.prog}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

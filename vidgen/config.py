@@ -15,6 +15,14 @@ Values are checked against the field types (``int``, ``float``, ``bool``, ``str`
 ``tuple[...]``, ``list[...]``, ``dict[str, ...]``, ``Optional``/``X | None``, ``Literal``,
 nested dataclasses). An unknown key raises :class:`ConfigError` naming the closest valid keys;
 a wrong type names the key, the value and the expected type.
+
+Values are also checked against their ranges: a field typed ``Annotated[int, Positive]`` (or
+one of the aliases :data:`PositiveInt`, :data:`NonNegativeInt`, :data:`PositiveFloat`,
+:data:`NonNegativeFloat`, :data:`UnitFloat`) refuses values outside it, and a float is never
+NaN, nor infinite unless annotated :data:`AllowInf`. A config dataclass may define
+``check(self)`` for rules that join several fields; every ``check`` of the tree runs once the
+YAML file and all overrides are applied, so ``--dry-run`` refuses what a run would refuse.
+Numbers in scientific notation (``1e6``, ``3e-4``) are read as floats in files and overrides.
 """
 
 from __future__ import annotations
@@ -22,7 +30,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import inspect
+import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -37,7 +48,7 @@ T = TypeVar("T")
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)  # keep Annotated ranges
 
 
 def _type_name(tp: Any) -> str:
@@ -55,6 +66,8 @@ def _unknown_key(key: str, valid: Iterable[str], where: str) -> ConfigError:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against type ``tp`` and convert lists to tuples etc.; ConfigError if not."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _coerce_annotated(value, tp, key)
     bad = ConfigError(f"config key {key!r}: {value!r} is not a valid {_type_name(tp)}")
     if tp is Any:
         return value
@@ -92,7 +105,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), key, allow_inf=False)
         raise bad
     if tp is str:
         if isinstance(value, str):
@@ -190,9 +203,9 @@ def migrate_renamed(cls: type, d: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type[T], d: dict[str, Any]) -> T:
-    """Build ``cls`` from a (possibly partial) nested dict, checking every key and type. This
-    reads stored configs (checkpoints, run folders): keys that have moved are moved."""
-    return _build(cls, migrate_renamed(cls, d))
+    """Build ``cls`` from a (possibly partial) nested dict, checking every key, type and range.
+    This reads stored configs (checkpoints, run folders): keys that have moved are moved."""
+    return check_config(_build(cls, migrate_renamed(cls, d)))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -238,7 +251,7 @@ def parse_override(cls: type, text: str) -> tuple[list[str], Any]:
         value: Any = raw
     else:
         try:
-            value = yaml.safe_load(raw) if raw else None
+            value = yaml.load(raw, Loader=YamlLoader) if raw else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {text!r}: cannot read value {raw!r} ({exc})") from None
     return key.split("."), _coerce(value, tp, key)
@@ -249,7 +262,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/toygan-tiny.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=YamlLoader) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -273,7 +288,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         for k in reversed(keys[:-1]):
             nested = {k: nested}
         cfg = _build(cls, nested, base=cfg)
-    return cfg
+    return check_config(cfg)
 
 
 def dump_yaml(cfg: Any, path: str | os.PathLike | None = None) -> str:
@@ -282,3 +297,108 @@ def dump_yaml(cfg: Any, path: str | os.PathLike | None = None) -> str:
     if path is not None:
         write_bytes(path, text.encode())
     return text
+
+
+# --- ranges, finiteness and cross-field checks -------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """A range constraint on a number field, used as ``Annotated[int, Bound(low=1)]``.
+    ``low``/``high`` are inclusive unless ``low_open``/``high_open``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, v: float) -> bool:
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return False
+        return self.high is None or not (v >= self.high if self.high_open else v > self.high)
+
+    def describe(self) -> str:
+        lo = None if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = None if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        return " and ".join(x for x in (lo, hi) if x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _AllowInf:
+    """Marks a float field that may be +-inf (e.g. an open-ended sigma range)."""
+
+
+Positive = Bound(low=0, low_open=True)
+NonNegative = Bound(low=0)
+AllowInf = _AllowInf()
+PositiveInt = typing.Annotated[int, Positive]
+NonNegativeInt = typing.Annotated[int, NonNegative]
+PositiveFloat = typing.Annotated[float, Positive]
+NonNegativeFloat = typing.Annotated[float, NonNegative]
+UnitFloat = typing.Annotated[float, Bound(0.0, 1.0)]  # a probability or a fraction
+
+
+def _finite(v: float, key: str, allow_inf: bool) -> float:
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ConfigError(f"config key {key!r}: {v!r} is not a finite number")
+    return v
+
+
+def _coerce_annotated(value: Any, tp: Any, key: str) -> Any:
+    """``Annotated[T, constraints...]``: coerce to T, then apply the constraints."""
+    base, *marks = typing.get_args(tp)
+    allow_inf = any(isinstance(m, _AllowInf) for m in marks)
+    if base is float and allow_inf:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: {value!r} is not a valid float")
+        out: Any = _finite(float(value), key, allow_inf=True)
+    else:
+        out = _coerce(value, base, key)
+    for m in marks:
+        if isinstance(m, Bound) and isinstance(out, (int, float)) and not m.holds(out):
+            raise ConfigError(f"config key {key!r}: {out!r} is out of range (must be {m.describe()})")
+    return out
+
+
+def _self_check(obj: Any):
+    """``obj.check`` if it can be called without arguments (a section's own rules), else None
+    (a check that needs its caller's context, e.g. the kinds a family supports)."""
+    check = getattr(obj, "check", None)
+    if not callable(check):
+        return None
+    try:
+        sig = inspect.signature(check)
+    except (TypeError, ValueError):
+        return None
+    required = [p for p in sig.parameters.values()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return None if required else check
+
+
+def check_config(cfg: T) -> T:
+    """Run the argument-free ``check()`` of every dataclass in the tree (children first);
+    returns ``cfg``."""
+    def visit(obj: Any) -> None:
+        for f in dataclasses.fields(obj):
+            child = getattr(obj, f.name)
+            if dataclasses.is_dataclass(child) and not isinstance(child, type):
+                visit(child)
+        check = _self_check(obj)
+        if check is not None:
+            check()
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        visit(cfg)
+    return cfg
+
+
+class YamlLoader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 floats: ``1e6`` and ``3e-4`` are numbers (YAML 1.1 wants a dot
+    and a signed exponent, ``1.0e+6``, and reads the rest as strings)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))

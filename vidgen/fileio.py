@@ -115,6 +115,40 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder to write a set of files in; on success they appear in
+    ``folder`` together. A missing or empty ``folder`` is replaced by the temporary one in one
+    rename; into a folder that already holds files, the new files are moved one rename each
+    (no copying, no free space needed) after all of them were written. On an exception the
+    temporary folder is deleted: ``folder`` gets no file of an incomplete set."""
+    folder = Path(folder)
+    merge = folder.is_dir() and any(folder.iterdir())
+    if merge:
+        tmp = folder / f".tmp-{uuid.uuid4().hex[:8]}"
+    else:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_beside(folder)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for root, _, files in os.walk(tmp):
+            for name in files:
+                fsync_path(os.path.join(root, name))
+        if merge:
+            for child in sorted(tmp.iterdir()):
+                os.replace(child, folder / child.name)
+            tmp.rmdir()
+        else:
+            if folder.is_dir():
+                folder.rmdir()  # empty: the rename takes its place
+            os.replace(tmp, folder)
+        fsync_path(folder)
+        fsync_path(folder.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns the path."""
     with atomic_path(path) as tmp:
@@ -142,13 +176,64 @@ def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str
             for k, v in tensors.items()}
     path = Path(path)
     if not atomic:
-        save_file(flat, str(path), metadata=metadata)
+        _save_file(save_file, flat, path, metadata, path)
         _public(path)
         return path
     with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
+        _save_file(save_file, flat, tmp, metadata, path)
         _public(tmp)
     return path
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _save_file(save_file, flat: dict, target: Path, metadata, shown: Path) -> None:
+    """safetensors' writer reports a full disk as a SafetensorError; make it the OSError it is,
+    naming the file being written."""
+    try:
+        save_file(flat, str(target), metadata=metadata)
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors.SafetensorError: "... (os error 28)"
+        found = _OS_ERROR.search(str(exc))
+        if not found:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(shown)) from None
+
+
+def _safetensors_error(path: Path, exc: Exception) -> Exception:
+    from vidgen.errors import DataError
+
+    if isinstance(exc, OSError):
+        return exc
+    return DataError(f"{path} is not a safetensors file ({' '.join(str(exc).split())[:120]}); a pickle or "
+                     "torch.save file is never loaded, since unpickling can run code")
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (``{}`` if none), reading only its header;
+    a DataError if the file is not safetensors (a pickle, say), never unpickled."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:
+        raise _safetensors_error(path, exc) from None
+
+
+def read_safetensors(path: str | os.PathLike) -> dict:
+    """Every tensor of a safetensors file, on the CPU; a DataError if it is not one."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise _safetensors_error(path, exc) from None
 
 
 def _public(path: Path) -> None:

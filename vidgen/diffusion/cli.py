@@ -12,7 +12,10 @@ from pathlib import Path
 
 import torch
 
-from vidgen.errors import VidgenError
+from vidgen.argtypes import (device_name, finite_float, non_negative_float, non_negative_float_or_inf,
+                             non_negative_int, positive_float, positive_int)
+from vidgen.errors import VidgenError, output_error
+from vidgen.fileio import atomic_files
 
 TRAIN_EPILOG = """examples:
   vidgen diffusion train --data data/flowers --config configs/diffusion/tiny.yaml
@@ -65,23 +68,26 @@ def register(subparsers) -> None:
     s.add_argument("--guide", metavar="CKPT", help="autoguidance: a weaker model with the same conditioning; "
                    "with --cfg: the unconditional model")
     s.add_argument("--cfg", action="store_true", help="classifier-free guidance: the net (or --guide) without the class")
-    s.add_argument("--guidance", type=float, default=1.0, help="guidance weight w (1 = none)")
+    s.add_argument("--guidance", type=finite_float, default=1.0, help="guidance weight w (1 = none)")
     s.add_argument("--interval", metavar="LO,HI", help="guide only when sigma is in (LO, HI], e.g. 0.28,2.9")
-    s.add_argument("--steps", type=int, help="sampling steps (default: the run's sample.steps)")
+    s.add_argument("--steps", type=positive_int, help="sampling steps (default: the run's sample.steps)")
     s.add_argument("--solver", choices=("heun", "euler"), help="default: the run's (heun)")
-    s.add_argument("--churn", "--S-churn", dest="churn", type=float, help="S_churn > 0: stochastic sampler (EDM alg. 2)")
-    s.add_argument("--S-min", dest="s_tmin", type=float, help="churn only where sigma >= S_min")
-    s.add_argument("--S-max", dest="s_tmax", type=float, help="churn only where sigma <= S_max")
-    s.add_argument("--S-noise", dest="s_noise", type=float, help="scale of the churn noise (e.g. 1.003)")
+    s.add_argument("--churn", "--S-churn", dest="churn", type=non_negative_float,
+                   help="S_churn > 0: stochastic sampler (EDM alg. 2)")
+    s.add_argument("--S-min", dest="s_tmin", type=non_negative_float, help="churn only where sigma >= S_min")
+    s.add_argument("--S-max", dest="s_tmax", type=non_negative_float_or_inf, help="churn only where sigma <= S_max")
+    s.add_argument("--S-noise", dest="s_noise", type=positive_float, help="scale of the churn noise (e.g. 1.003)")
     s.add_argument("--dtype", choices=("float32", "float64"), help="of the trajectory (default: the run's; EDM "
                    "imports float64, EDM2 float32)")
     s.add_argument("--seeds", default="0-15", help="seed list, e.g. 0-63 or 1,5,9")
-    s.add_argument("--class", dest="class_idx", type=int,
+    s.add_argument("--class", dest="class_idx", type=non_negative_int,
                    help="class label (default: drawn from each seed, after its noise)")
     s.add_argument("--vae", metavar="DIR", help="where the run's VAE is (default: its encoder.vae)")
-    s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--out", required=True, metavar="grid.png|DIR", help="a .png grid, or a folder of PNGs")
+    s.add_argument("--batch", type=positive_int, default=16)
+    s.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda (default auto)")
+    s.add_argument("--out", required=True, metavar="grid.png|DIR",
+                   help="a .png grid, or a folder of PNGs (they appear together, when all are written)")
+    s.add_argument("--allow-nonfinite", action="store_true", help="load nets with NaN / inf weights anyway")
     s.set_defaults(func=run_sample)
 
     ph = sub.add_parser("phema", help="post-hoc EMA: reconstruct any sigma_rel from power-EMA snapshots",
@@ -91,15 +97,15 @@ def register(subparsers) -> None:
     ph.add_argument("--sigma-rel", required=True, help="target widths, comma separated (each < 0.2887)")
     ph.add_argument("--out", required=True, metavar="DIR")
     ph.add_argument("--network", help="network name when the folder holds several")
-    ph.add_argument("--step", type=int, help="reconstruct at this step (default: the last snapshot); for EDM2 "
-                    "pickles: at this many images seen")
+    ph.add_argument("--step", type=non_negative_int, help="reconstruct at this step (default: the last snapshot); "
+                    "for EDM2 pickles: at this many images seen")
     ph.add_argument("--from", dest="sources", help="use only snapshots of these tracked widths, e.g. 0.05,0.10")
     ph.set_defaults(func=run_phema)
 
     ty = sub.add_parser("toy", help="2-D toy: no guidance vs CFG vs autoguidance (PNG + JSON)",
                         epilog=TOY_EPILOG, formatter_class=fmt)
     ty.add_argument("--out", required=True, metavar="DIR")
-    ty.add_argument("--guidance", type=float, help="guidance weight for CFG and autoguidance")
+    ty.add_argument("--guidance", type=finite_float, help="guidance weight for CFG and autoguidance")
     ty.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a ToyConfig field, e.g. main_iters=2000")
     ty.set_defaults(func=run_toy)
@@ -113,8 +119,12 @@ def run_train(args) -> int:
     if args.init:
         args.overrides = [*args.overrides, f"init={args.init}"]
     if args.dry_run:  # count on the meta device: no memory, no data needed, XXL in seconds
+        import os
+
         from vidgen.config import dump_yaml
+        from vidgen.train.dist import check_engine
         cfg = resolve_config(DiffusionRecipe, args)
+        check_engine(cfg.engine, int(os.environ.get("WORLD_SIZE", "1")))  # what a run would refuse
         print(dump_yaml(cfg), end="")
         n = count_parameters(build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data, device="meta",
                                             precond=cfg.precond))
@@ -153,8 +163,7 @@ def run_sample(args) -> int:
     from vidgen.diffusion.load import load_denoiser
     from vidgen.render.layout import grid
     from vidgen.render.writer import save_png
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(args.device)
     if args.expert_boundaries:
         from vidgen.diffusion.experts import ExpertDenoiser
         try:
@@ -173,6 +182,9 @@ def run_sample(args) -> int:
     scfg.check()
     encoder = cfg.encoder if not args.vae else dataclasses.replace(cfg.encoder, vae=args.vae)
     seeds, t0 = parse_seeds(args.seeds), time.perf_counter()
+    path = Path(args.out)
+    if path.suffix.lower() != ".png" and path.exists() and not path.is_dir():
+        raise VidgenError(f"--out {path}: exists and is not a folder; give a .png path or a folder")
     from tqdm import tqdm
     with tqdm(total=len(seeds), desc="sample", unit="image", disable=len(seeds) <= args.batch) as bar:
         out = generate_images(net, cfg, seeds, scfg, guide=guide, use_cfg=args.cfg, class_idx=args.class_idx,
@@ -184,12 +196,15 @@ def run_sample(args) -> int:
                 "guide_nfe_per_batch": out.guide_nfe}
     if cfg.encoder.kind == "vae":
         settings["vae"] = encoder.vae
-    path = Path(args.out)
-    if path.suffix.lower() == ".png":
-        save_png(path, grid(list(out.images)), settings)
-    else:
-        for s, img in zip(seeds, out.images):
-            save_png(path / f"seed{s:06d}.png", img, settings)
+    try:
+        if path.suffix.lower() == ".png":
+            save_png(path, grid(list(out.images)), settings)
+        else:
+            with atomic_files(path) as tmp:  # all images or none
+                for s, img in zip(seeds, out.images):
+                    save_png(tmp / f"seed{s:06d}.png", img, settings)
+    except OSError as exc:
+        raise output_error(exc, path, "no image was added there (what it held before is unchanged)") from None
     print(json.dumps({"out": str(path), "images": len(seeds), "nfe": out.nfe, "guide_nfe": out.guide_nfe,
                       "seconds": round(time.perf_counter() - t0, 2)}))
     return 0
@@ -231,22 +246,37 @@ def run_phema(args) -> int:
         raise VidgenError("--sigma-rel / --from: give numbers like 0.05,0.10") from None
     out = Path(args.out)
     if list_pickles(folder) and not any(folder.glob("*.safetensors")):  # EDM2's own snapshots
+        if out.exists() and not out.is_dir():
+            raise VidgenError(f"--out {out}: exists and is not a folder")
         results = reconstruct_pickles(folder, targets, args.step, sources)
-        out.mkdir(parents=True, exist_ok=True)
-        for state, info, config in results:
-            path = out / f"phema-{info['nimg'] // 1000:07d}-{info['sigma_rel']:.3f}.safetensors"
-            write_reconstruction(path, state, {k: v for k, v in info.items() if k != "weights"}, config)
-            print(json.dumps({"out": str(path), **{k: info[k] for k in ("nimg", "sigma_rel", "num_snapshots",
-                                                                           "profile_error")}}))
+        lines = []
+        try:
+            with atomic_files(out) as tmp:  # every reconstruction or none
+                for state, info, config in results:
+                    name = f"phema-{info['nimg'] // 1000:07d}-{info['sigma_rel']:.3f}.safetensors"
+                    write_reconstruction(tmp / name, state, {k: v for k, v in info.items() if k != "weights"}, config)
+                    lines.append(json.dumps({"out": str(out / name), **{
+                        k: info[k] for k in ("nimg", "sigma_rel", "num_snapshots", "profile_error")}}))
+        except OSError as exc:
+            raise output_error(exc, out, "no reconstruction was added there (what it held before is unchanged)") from None
+        print("\n".join(lines))
         return 0
     run_cfg = folder.parent / "config.yaml"
     config = load_yaml(run_cfg) if run_cfg.is_file() else None
-    out.mkdir(parents=True, exist_ok=True)
-    for state, info in reconstruct(folder, targets, args.network, args.step, sources):
-        path = out / f"{info['network']}-phema-{info['step']:09d}-s{info['sigma_rel']:.4f}.safetensors"
-        write_reconstruction(path, state, info, config)
-        print(json.dumps({"out": str(path), **{k: info[k] for k in ("step", "sigma_rel", "num_snapshots",
-                                                                       "profile_error")}}))
+    if out.exists() and not out.is_dir():
+        raise VidgenError(f"--out {out}: exists and is not a folder")
+    results = reconstruct(folder, targets, args.network, args.step, sources)
+    lines = []
+    try:
+        with atomic_files(out) as tmp:  # every reconstruction or none
+            for state, info in results:
+                name = f"{info['network']}-phema-{info['step']:09d}-s{info['sigma_rel']:.4f}.safetensors"
+                write_reconstruction(tmp / name, state, info, config)
+                lines.append(json.dumps({"out": str(out / name), **{
+                    k: info[k] for k in ("step", "sigma_rel", "num_snapshots", "profile_error")}}))
+    except OSError as exc:
+        raise output_error(exc, out, "no reconstruction was added there (what it held before is unchanged)") from None
+    print("\n".join(lines))
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from vidgen.config import NonNegativeInt, PositiveFloat, PositiveInt
 from vidgen.data.vae import EncoderConfig
 from vidgen.diffusion.edm import LossConfig
 from vidgen.diffusion.precond import PrecondConfig
@@ -17,7 +18,7 @@ from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig
 @dataclass
 class DiffusionDataConfig:
     path: str = ""
-    resolution: int = 32  # square side; images are centre-cropped and resized
+    resolution: PositiveInt = 32  # square side; images are centre-cropped and resized
     class_from_folder: bool = False  # label = sub-folder (clip) index; needs model.label_dim = #folders
     xflip: bool = False
     latents: bool = False  # train on DIR/latents-RxR/ (vidgen data prepare --latents); resolution: the pixels'
@@ -25,10 +26,10 @@ class DiffusionDataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.0100  # alpha_ref (EDM2: 0.0120 XS ... 0.0065 XXL)
+    lr: PositiveFloat = 0.0100  # alpha_ref (EDM2: 0.0120 XS ... 0.0065 XXL)
     schedule: Literal["inv_sqrt", "constant"] = "inv_sqrt"  # EDM2's decay, or EDM's constant rate after the ramp-up
-    ref_steps: int = 70000  # t_ref of lr = alpha_ref / sqrt(max(t / t_ref, 1))
-    rampup_steps: int = 0
+    ref_steps: PositiveInt = 70000  # t_ref of lr = alpha_ref / sqrt(max(t / t_ref, 1))
+    rampup_steps: NonNegativeInt = 0
     betas: tuple[float, float] = (0.9, 0.99)
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from vidgen.diffusion.precond import Denoiser
 from vidgen.diffusion.config import DiffusionConfig
 from vidgen.diffusion.unet import build_denoiser
 from vidgen.errors import VidgenError
+from vidgen.fileio import read_safetensors, read_safetensors_metadata
+from vidgen.train.sidecar import load_network_state, refuse_nonfinite
 
 
 def load_weights(path: str | Path, network: str = "net_ema") -> tuple[dict[str, torch.Tensor], dict]:
@@ -28,8 +29,7 @@ def load_weights(path: str | Path, network: str = "net_ema") -> tuple[dict[str, 
         raise VidgenError(f"{path} does not exist; pass a run folder, a checkpoint folder or a .safetensors "
                           "written by `vidgen diffusion phema`")
     if path.suffix == ".safetensors" and path.is_file():
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = read_safetensors_metadata(path)  # a pickle named .safetensors: one line, never loaded
         if "config" in meta:
             config = json.loads(meta["config"])
         else:
@@ -39,7 +39,9 @@ def load_weights(path: str | Path, network: str = "net_ema") -> tuple[dict[str, 
                                   "use a checkpoint folder or a file from `vidgen diffusion phema`")
             from vidgen.config import load_yaml
             config = load_yaml(run_cfg)
-        return load_file(str(path)), config
+        state = read_safetensors(path)
+        refuse_nonfinite(state, str(path))
+        return state, config
     from vidgen.train.checkpoint import read_checkpoint, resolve_checkpoint
     c = read_checkpoint(resolve_checkpoint(path))
     if c.family != "diffusion":
@@ -72,7 +74,7 @@ def load_denoiser(path, device="cpu", network: str = "net_ema") -> tuple[Denoise
     if isinstance(path, Path) and path.suffix == ".safetensors" and path.is_file():  # a phema file
         state, config = load_weights(path, network)
         net, cfg = _build(config, stored_dtype(state))
-        net.load_state_dict(state)
+        load_network_state(net, state, str(path))
     else:
         c = path if isinstance(path, Checkpoint) else read_checkpoint(path)
         if c.family != "diffusion":

@@ -25,6 +25,7 @@ from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
 from vidgen.diffusion.unet import build_denoiser
 from vidgen.errors import ConfigError
 from vidgen.train.recipe import EMASpec, OptimizerSpec, Phase, Recipe
+from vidgen.train.sidecar import load_network_state
 
 
 class ImageItems(torch.utils.data.Dataset):
@@ -104,7 +105,7 @@ class DiffusionRecipe(Recipe):
                               "or loss.uncertainty: false")
         if cfg.init:
             state, _ = load_weights(cfg.init)
-            self.net.load_state_dict(state)
+            load_network_state(self.net, state, f"init={cfg.init}")
 
     def networks(self) -> dict[str, nn.Module]:
         return {"net": self.net}

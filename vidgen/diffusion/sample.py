@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 import torch
+
+from vidgen.config import AllowInf
 
 
 @dataclass
@@ -32,7 +34,7 @@ class SamplerConfig:
     rho: float = 7.0
     churn: float = 0.0  # S_churn; > 0 makes the sampler stochastic (EDM algorithm 2)
     s_tmin: float = 0.0
-    s_tmax: float = math.inf
+    s_tmax: Annotated[float, AllowInf] = math.inf
     s_noise: float = 1.0
     dtype: Literal["float32", "float64"] | None = None  # of the trajectory; None: the noise's dtype
     guidance: float = 1.0  # w; 1 = no guidance

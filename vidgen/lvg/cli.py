@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from vidgen.errors import VidgenError
+from vidgen.argtypes import device_name, non_negative_int, positive_float, positive_int
+from vidgen.errors import VidgenError, output_error
 
 EPILOG = """examples:
   # 1000 low-res frames (36x64) from the newest checkpoint of a run
@@ -46,16 +47,17 @@ def register(subparsers) -> None:
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lowres", required=True, metavar="CKPT", help="lvg-lowres run folder or checkpoint folder")
     p.add_argument("--superres", metavar="CKPT", help="lvg-superres run folder or checkpoint folder (optional)")
-    p.add_argument("--frames", type=int, default=300, metavar="N", help="number of frames (default 300)")
+    p.add_argument("--frames", type=positive_int, default=300, metavar="N", help="number of frames (default 300)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="video seed (default 0)")
-    p.add_argument("--start", type=int, default=0, metavar="F",
+    p.add_argument("--start", type=non_negative_int, default=0, metavar="F",
                    help="first frame (default 0): frames [F, F + N) of the video of F + N frames")
     p.add_argument("--out", required=True, metavar="FILE", help="output video (.mp4, .webm, .gif or a folder for png frames)")
     p.add_argument("--save-lowres", action="store_true",
                    help="with --superres: also write the low-res frames to FILE_lowres.EXT")
-    p.add_argument("--window", type=int, default=64, metavar="W", help="frames computed per window (default 64)")
-    p.add_argument("--fps", type=float, default=30.0, metavar="F", help="frames per second (default 30)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--window", type=positive_int, default=64, metavar="W", help="frames computed per window (default 64)")
+    p.add_argument("--fps", type=positive_float, default=30.0, metavar="F", help="frames per second (default 30)")
+    p.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--allow-nonfinite", action="store_true", help="load checkpoints with NaN / inf weights anyway")
     p.set_defaults(func=run_generate)
 
 
@@ -64,8 +66,6 @@ def lowres_path(out: Path) -> Path:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    import torch
-
     from vidgen.lvg.family import load_generator
     from vidgen.render.stream import render_to_file
     from vidgen.train.checkpoint import read_checkpoint
@@ -76,8 +76,7 @@ def run_generate(args: argparse.Namespace) -> int:
         raise VidgenError(f"--window must be at least 1; got {args.window}")
     if args.save_lowres and not args.superres:
         raise VidgenError("--save-lowres needs --superres (without it the output already is the low-res video)")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    gen = load_generator(args.lowres, args.superres, device=device, frames=args.start + args.frames)
+    gen = load_generator(args.lowres, args.superres, device=args.device, frames=args.start + args.frames)
     low = read_checkpoint(args.lowres)
     settings = {"command": "vidgen generate", "lowres": str(low.path), "lowres_step": low.step,
                 "seed": args.seed, "start": args.start, "frames": args.frames, "fps": args.fps,
@@ -86,10 +85,14 @@ def run_generate(args: argparse.Namespace) -> int:
         sr = read_checkpoint(args.superres)
         settings.update(superres=str(sr.path), superres_step=sr.step)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    render_to_file(gen, args.seed, args.frames, out, fps=args.fps, window=args.window, settings=settings,
-                   lowres_out=lowres_path(out) if args.save_lowres else None, start=args.start)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        render_to_file(gen, args.seed, args.frames, out, fps=args.fps, window=args.window, settings=settings,
+                       lowres_out=lowres_path(out) if args.save_lowres else None, start=args.start)
+    except OSError as exc:
+        raise output_error(exc, out, "nothing was written (a file already "
+                          "there is unchanged, the partial output was removed)") from None
     h, w = gen.frame_size
     print(f"wrote {out} ({args.frames} frames, {h}x{w}, {time.perf_counter() - t0:.1f} s)")
     if args.save_lowres:

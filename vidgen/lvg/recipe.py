@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidgen.config import PositiveFloat, PositiveInt
 from vidgen.data.augment import AugmentConfig, augment
 from vidgen.errors import ConfigError
 from vidgen.lvg.lowres import LowResGConfig, LowResGenerator
@@ -33,8 +34,8 @@ from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpe
 class LowResDataConfig:
     path: str = ""  # folder of videos or a prepared dataset
     resolution: tuple[int, int] = (36, 64)  # (H, W)
-    clip_len: int = 128
-    stride: int = 1  # take every `stride`-th source frame
+    clip_len: PositiveInt = 128
+    stride: PositiveInt = 1  # take every `stride`-th source frame
 
 
 @dataclass
@@ -46,8 +47,8 @@ class LowResModelConfig:
 
 @dataclass
 class LowResLossConfig:
-    lr_g: float = 0.003
-    lr_d: float = 0.002  # x 16/17 by the engine (lazy R1 compensation)
+    lr_g: PositiveFloat = 0.003
+    lr_d: PositiveFloat = 0.002  # x 16/17 by the engine (lazy R1 compensation)
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = 1.0
     r1_interval: int = 16

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vidgen.config import PositiveFloat, PositiveInt
 from vidgen.errors import ConfigError
 from vidgen.lvg.superres import SuperResDiscriminator, SuperResGenerator, SuperResModelConfig
 from vidgen.train.ada import AdaController, AdaOps, ada_augment
@@ -34,13 +35,13 @@ from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpe
 @dataclass
 class SuperResDataConfig:
     path: str = ""  # prepared dataset (both resolutions) or a folder of videos / frames
-    stride: int = 1  # source frames between clip frames
+    stride: PositiveInt = 1  # source frames between clip frames
 
 
 @dataclass
 class SuperResLossConfig:
-    lr_g: float = 0.003
-    lr_d: float = 0.003  # the engine multiplies by r1_interval / (r1_interval + 1) = 16/17
+    lr_g: PositiveFloat = 0.003
+    lr_d: PositiveFloat = 0.003  # the engine multiplies by r1_interval / (r1_interval + 1) = 16/17
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = 1.0
     r1_interval: int = 16  # lazy R1 every this many steps

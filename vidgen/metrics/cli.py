@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from vidgen.errors import VidgenError
+from vidgen.argtypes import device_name, positive_int
+from vidgen.errors import VidgenError, output_error
+from vidgen.fileio import atomic_files
 
 EPILOG = """\
 examples:
@@ -115,7 +118,6 @@ def run_eval(args: argparse.Namespace) -> int:
                                                 progress=not args.quiet))
     if bench is not None:
         report["benchmark"] = bench.summary()
-    files = write_report(report, args.out)
     for e in report["metrics"].values():
         print(f"{e['name']:28s} {e['value']:.4f} +- {e['std']:.4f}  ({e['runs']} run(s))")
         if "verdict" in e:
@@ -123,6 +125,12 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"{'':28s} FID {before:.4f} before class matching: {e['verdict']}")
     for note in report.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
+    out = Path(args.out)
+    try:
+        with atomic_files(out) as tmp:  # report.json, report.md and plots appear together
+            files = {k: str(out / Path(v).name) for k, v in write_report(report, tmp).items()}
+    except OSError as exc:
+        raise output_error(exc, out, "the metrics are printed above and nothing was added to that folder") from None
     print(json.dumps({"report": files["json"], "table": files["md"]}))
     return 0
 
@@ -168,7 +176,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder for report.json / report.md / plots")
     p.add_argument("--benchmark", metavar="NAME",
                    help="benchmark definition, datasets/NAME.yaml or a YAML path (default protocols, policy)")
-    p.add_argument("--runs", type=int, default=1, help="repeat with new seeds; report mean +- std")
+    p.add_argument("--runs", type=positive_int, default=1, help="repeat with new seeds; report mean +- std")
     p.add_argument("--seed", type=int, default=0, help="base seed of real sampling and generation")
     p.add_argument("--real-policy", choices=("per_video", "uniform"),
                    help="real clip sampling (default: the benchmark's, else per_video)")
@@ -180,8 +188,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="covariance of the Frechet distances: ml = 1/n (StyleGAN3, StyleGAN-V and "
                         "long-video-GAN metric code, default), unbiased = 1/(n-1) (TTUR, pytorch-fid, "
                         "torch-fidelity, EDM, EDM2)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--clip-batch", type=int, default=8, help="clips per detector call")
-    p.add_argument("--frame-batch", type=int, default=64, help="frames per detector call")
+    p.add_argument("--device", type=device_name, default="cpu", help="torch device: cpu (default), cuda or auto")
+    p.add_argument("--clip-batch", type=positive_int, default=8, help="clips per detector call")
+    p.add_argument("--frame-batch", type=positive_int, default=64, help="frames per detector call")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="evaluate a checkpoint with NaN / inf weights instead of refusing it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_eval)

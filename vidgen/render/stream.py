@@ -52,8 +52,9 @@ def render_to_file(generator: VideoGenerator, seed: int, num_frames: int, out: s
                    start: int = 0, progress: bool = True) -> None:
     """Stream a video to ``out`` (and its low-res frames to ``lowres_out``), settings embedded."""
     settings = dict(settings or {})
-    bar = tqdm(total=num_frames, unit="frame", desc="render", disable=not progress)
-    with open_writer(out, fps, settings) as writer:
+    # the bar is closed (its line ended) also when writing fails, so an error message starts a line
+    with tqdm(total=num_frames, unit="frame", desc="render", disable=not progress) as bar, \
+            open_writer(out, fps, settings) as writer:
         if lowres_out is None:
             for chunk in stream_frames(generator, seed, num_frames, window, start):
                 writer.append(chunk)
@@ -64,4 +65,3 @@ def render_to_file(generator: VideoGenerator, seed: int, num_frames: int, out: s
                     writer.append(chunk)
                     low.append(chunk_lo)
                     bar.update(len(chunk))
-    bar.close()

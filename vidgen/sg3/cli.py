@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vidgen.errors import VidgenError
+from vidgen.argtypes import device_name, finite_float, non_negative_int, positive_float, positive_int
+from vidgen.errors import VidgenError, output_error
+from vidgen.fileio import atomic_files
 
 EPILOG = """examples:
   # a 4x4 grid of seeds 0..15 with truncation 0.7 (class 3 of a conditional model)
@@ -92,30 +94,37 @@ def run_generate(args: argparse.Namespace) -> int:
     video = args.interp or args.pan
     if not video:
         images = to_uint8_frames(sampler.render(seeds, transform).clamp(-1, 1), layout="TCHW")
-        if out.suffix.lower() == ".png":
-            save_png(out, grid(images, ncols=args.cols), settings)
-            print(f"wrote {out} ({len(seeds)} images)")
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            for s, img in zip(seeds, images):
-                save_png(out / f"seed{s:04d}.png", img, {**settings, "seeds": str(s)})
-            print(f"wrote {len(seeds)} images to {out}/")
+        try:
+            if out.suffix.lower() == ".png":
+                save_png(out, grid(images, ncols=args.cols), settings)
+                print(f"wrote {out} ({len(seeds)} images)")
+            else:
+                with atomic_files(out) as tmp:  # all images or none
+                    for s, img in zip(seeds, images):
+                        save_png(tmp / f"seed{s:04d}.png", img, {**settings, "seeds": str(s)})
+                print(f"wrote {len(seeds)} images to {out}/")
+        except OSError as exc:
+            raise output_error(exc, out, "no image was added there (what it held before is unchanged)") from None
         return 0
     with torch.no_grad():
         keys = sampler.ws(seeds)  # [K, num_ws, w_dim]
         ws = catmull_rom(keys, args.frames) if args.interp and len(seeds) > 1 else keys[:1].expand(args.frames, -1, -1)
     settings.update({"interp": args.interp, "pan": args.pan, "frames": args.frames, "fps": args.fps})
     tx, ty = _pair(args.translate, "--translate")
-    with open_writer(out, args.fps, settings) as writer, tqdm(total=args.frames, unit="frame") as bar:
-        for f0 in range(0, args.frames, args.batch):
-            f1 = min(f0 + args.batch, args.frames)
-            # the pan moves the camera by pan * f / frames (fractions of the image) at frame f
-            m = torch.stack([image_transform((tx + pan[0] * f / args.frames, ty + pan[1] * f / args.frames),
-                                             args.rotate) for f in range(f0, f1)])
-            with torch.no_grad():
-                chunk = G.synthesis(ws[f0:f1], transform=m.to(ws.device)).float().cpu()
-            writer.append(to_uint8_frames(chunk.clamp(-1, 1), layout="TCHW"))
-            bar.update(f1 - f0)
+    try:
+        with open_writer(out, args.fps, settings) as writer, tqdm(total=args.frames, unit="frame") as bar:
+            for f0 in range(0, args.frames, args.batch):
+                f1 = min(f0 + args.batch, args.frames)
+                # the pan moves the camera by pan * f / frames (fractions of the image) at frame f
+                m = torch.stack([image_transform((tx + pan[0] * f / args.frames, ty + pan[1] * f / args.frames),
+                                                 args.rotate) for f in range(f0, f1)])
+                with torch.no_grad():
+                    chunk = G.synthesis(ws[f0:f1], transform=m.to(ws.device)).float().cpu()
+                writer.append(to_uint8_frames(chunk.clamp(-1, 1), layout="TCHW"))
+                bar.update(f1 - f0)
+    except OSError as exc:
+        raise output_error(exc, out, "nothing was written (a file already there is unchanged, the partial "
+                                     "output was removed)") from None
     print(f"wrote {out} ({args.frames} frames at {args.fps} fps)")
     return 0
 
@@ -131,17 +140,18 @@ def register(subparsers) -> None:
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--run", required=True, help="sg3 run folder or checkpoint (trained, or made by `vidgen import`)")
     g.add_argument("--seeds", default="0-15", help="seeds: a range 0-15, a list 1,5,9, or both")
-    g.add_argument("--psi", type=float, default=1.0, help="truncation psi (1: none; 0.7 is common)")
-    g.add_argument("--class", dest="class_idx", type=int, default=None,
+    g.add_argument("--psi", type=finite_float, default=1.0, help="truncation psi (1: none; 0.7 is common)")
+    g.add_argument("--class", dest="class_idx", type=non_negative_int, default=None,
                    help="class of a conditional model (default: seed mod number of classes)")
     g.add_argument("--translate", metavar="X,Y", help="move the image by X,Y (fractions of its size)")
-    g.add_argument("--rotate", type=float, default=0.0, help="turn the image by this many degrees")
+    g.add_argument("--rotate", type=finite_float, default=0.0, help="turn the image by this many degrees")
     g.add_argument("--out", required=True, help="grid.png, a folder for one PNG per seed, or a video (.mp4/.webm/.gif)")
-    g.add_argument("--cols", type=int, default=None, help="grid columns (default: near square)")
+    g.add_argument("--cols", type=positive_int, default=None, help="grid columns (default: near square)")
     g.add_argument("--interp", action="store_true", help="a video walking through the seeds' latents (looping)")
     g.add_argument("--pan", metavar="DX,DY", help="a video moving the camera by DX,DY over its length")
-    g.add_argument("--frames", type=int, default=120, help="video length in frames")
-    g.add_argument("--fps", type=float, default=30.0, help="video frame rate")
-    g.add_argument("--batch", type=int, default=8, help="images per generator call")
-    g.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    g.add_argument("--frames", type=positive_int, default=120, help="video length in frames")
+    g.add_argument("--fps", type=positive_float, default=30.0, help="video frame rate")
+    g.add_argument("--batch", type=positive_int, default=8, help="images per generator call")
+    g.add_argument("--device", type=device_name, default="cpu", help="torch device: cpu (default), cuda or auto")
+    g.add_argument("--allow-nonfinite", action="store_true", help="load a checkpoint with NaN / inf weights anyway")
     g.set_defaults(func=run_generate)

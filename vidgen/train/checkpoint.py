@@ -43,14 +43,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
 from vidgen.fileio import atomic_dir, sha256_file, write_safetensors
-from vidgen.errors import VidgenError
+from vidgen.train.sidecar import (CheckpointError, allow_nonfinite, check_resume_fields,  # noqa: F401 (re-exported)
+                                  check_state_fields, load_network_state, refuse_nonfinite)
 
 FORMAT = "vidgen-checkpoint-1"
+FILES = ("networks.safetensors", "train.safetensors")
 _STEP_DIR = re.compile(r"^step-(\d{9})$")
-
-
-class CheckpointError(VidgenError):
-    """A checkpoint that is missing, truncated, corrupted or not in vidgen's format."""
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -170,7 +168,8 @@ class Checkpoint:
         return list(self.state.get("networks", []))
 
     def network_state(self, name: str) -> dict[str, torch.Tensor]:
-        """State dict of one network or EMA copy (e.g. ``"G_ema"``), on CPU."""
+        """State dict of one network or EMA copy (e.g. ``"G_ema"``), on CPU. Non-finite
+        weights are refused (see :func:`vidgen.train.sidecar.allow_nonfinite`)."""
         if name not in self.network_names:
             raise CheckpointError(f"{self.path} has no network {name!r}; it has: {', '.join(self.network_names)}")
         prefix = name + "/"
@@ -179,6 +178,10 @@ class Checkpoint:
             for key in f.keys():
                 if key.startswith(prefix):
                     out[key[len(prefix):]] = f.get_tensor(key)
+        if not out:
+            raise CheckpointError(f"{self.path}: state.json lists network {name!r} but networks.safetensors "
+                                  "holds none of its tensors")
+        refuse_nonfinite(out, f"{self.path} (network {name!r})")
         return out
 
     def train_tensors(self) -> dict[str, torch.Tensor]:
@@ -186,21 +189,10 @@ class Checkpoint:
 
 
 def load_state(net: torch.nn.Module, c: Checkpoint, name: str) -> torch.nn.Module:
-    """Load network ``name`` of checkpoint ``c`` into ``net``, every key and shape checked;
-    CheckpointError names what does not fit (a checkpoint of another config or family)."""
-    sd = c.network_state(name)
-    want = net.state_dict()
-    missing = [k for k in want if k not in sd]
-    unexpected = [k for k in sd if k not in want]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(want[k].shape)}" for k in want
-              if k in sd and sd[k].shape != want[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{label} {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
-                 if items]
-        raise CheckpointError(f"{c.path}: the {name} weights do not fit the network built from its config "
-                              f"({'; '.join(parts)})")
-    net.load_state_dict(sd)
+    """Load network ``name`` of checkpoint ``c`` into ``net``, every key and shape checked and
+    non-finite weights refused; CheckpointError names what does not fit (a checkpoint of
+    another config or family, or an edited state.json)."""
+    load_network_state(net, c.network_state(name), str(c.path), name)
     return net
 
 
@@ -236,6 +228,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{state_file} is not a {FORMAT} state file")
     if state.get("checksum") != _body_checksum(state):
         raise CheckpointError(f"{state_file} is corrupted (checksum mismatch)")
+    check_state_fields(state, str(state_file), FILES)
     for name, info in state["files"].items():
         f = path / name
         if not f.is_file():
@@ -268,12 +261,17 @@ def _locate(path: Path) -> tuple[Path, dict[str, Any] | None]:
     ckpts = list_checkpoints(path)
     if not ckpts:
         raise CheckpointError(f"{path} holds no checkpoints (expected {path}/checkpoints/step-*/)")
+    bad = []
     for ckpt in reversed(ckpts):
         try:
-            return ckpt, verify_checkpoint(ckpt)
+            state = verify_checkpoint(ckpt)
         except CheckpointError as exc:
-            warnings.warn(f"skipping bad checkpoint: {exc}", stacklevel=3)
-    raise CheckpointError(f"{path}: every checkpoint is truncated or corrupted; start a new run")
+            bad.append(str(exc))
+            continue
+        for reason in bad:  # said only when an older checkpoint is used instead
+            warnings.warn(f"skipping bad checkpoint: {reason}", stacklevel=3)
+        return ckpt, state
+    raise CheckpointError(f"{path}: every checkpoint is damaged (the newest: {bad[0]}); start a new run")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -287,7 +285,16 @@ def read_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
     checksums are checked (CheckpointError if it is damaged)."""
     folder, state = _locate(Path(path))
     if state is None:
-        state = verify_checkpoint(folder) if verify else json.loads((folder / "state.json").read_text())
+        if verify:
+            state = verify_checkpoint(folder)
+        else:
+            try:
+                state = json.loads((folder / "state.json").read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"{folder / 'state.json'} is truncated or corrupted ({exc})") from None
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{folder / 'state.json'} is not a {FORMAT} state file")
+            check_state_fields(state, str(folder / "state.json"), FILES)
     return Checkpoint(folder, state)
 
 

@@ -13,6 +13,7 @@ from vidgen.config import dump_yaml, load_config
 from vidgen.errors import ConfigError
 from vidgen import registry
 from vidgen.registry import recipe_class
+from vidgen.train.dist import check_engine
 
 EPILOG = """examples:
   vidgen train toygan --config configs/toygan-tiny.yaml --data synthetic
@@ -65,6 +66,8 @@ def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init
     p.add_argument("--out", metavar="DIR", help="folder for run folders (sets engine.out_dir)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and parameter counts, then exit")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="read a checkpoint (--resume, --init) with NaN / inf weights instead of refusing it")
 
 
 def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
@@ -122,6 +125,7 @@ def run_recipe(recipe_cls: type, args: argparse.Namespace) -> int:
     if not hasattr(recipe_cls.config_class, "__dataclass_fields__"):
         raise ConfigError(f"recipe {recipe_cls.__name__} has no dataclass config_class")
     cfg = resolve_config(recipe_cls, args)
+    check_engine(cfg.engine, int(os.environ.get("WORLD_SIZE", "1")))  # what a run would refuse
     if args.dry_run:
         dry_run(recipe_cls, cfg)
         return 0

@@ -14,6 +14,7 @@ stream (``vidgen.data.sampler.InfiniteSampler``) through :func:`make_loader`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vidgen.errors import ConfigError
+from vidgen.argtypes import resolve_device
+from vidgen.errors import ConfigError, VidgenError
 
 
 @dataclass
@@ -44,15 +46,35 @@ class DistInfo:
 
 
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("engine.device is 'cuda' but no CUDA device is available; use engine.device=cpu")
+    """The device of engine.device (``auto``, ``cpu``, ``cuda``); each rank takes its own GPU."""
+    try:
+        device = resolve_device(pref, "engine.device")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if pref == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"engine.device must be auto, cpu or cuda; got {pref!r}")
+    return device
+
+
+def check_engine(cfg, world_size: int) -> torch.device:
+    """What a run checks before it starts, so that ``--dry-run`` refuses the same: the device
+    exists, and the batch splits evenly over ranks and accumulation rounds."""
+    device = pick_device(cfg.device)
+    if cfg.batch % (world_size * cfg.accum):
+        raise ConfigError(f"engine.batch={cfg.batch} must be divisible by world size {world_size} "
+                          f"x engine.accum {cfg.accum}")
+    return device
+
+
+# Modules of torch that bind ``group.WORLD`` as a default argument when they are imported.
+# torch.distributed.nn.functional comes in with torch._dynamo, which the first optimiser
+# imports. Imported after init_process_group, they hold the group, so destroy_process_group
+# cannot free it: its gloo threads then outlive training and are torn down during interpreter
+# exit in no fixed order, which now and then aborts a rank with "terminate called without an
+# active exception" (exit -6) after a successful run. Imported before, they bind None.
+_BIND_WORLD_AT_IMPORT = ("torch._dynamo", "torch.distributed.nn.functional",
+                         "torch.distributed.optim.zero_redundancy_optimizer",
+                         "torch.distributed.fsdp.sharded_grad_scaler")
 
 
 def init_distributed(device_pref: str = "auto") -> DistInfo:
@@ -62,6 +84,8 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_pref, local_rank)
     if world > 1 and not dist.is_initialized():
+        for name in _BIND_WORLD_AT_IMPORT:
+            importlib.import_module(name)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -69,8 +93,28 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Destroy the process group (its communication threads stop here, not at exit)."""
     if info.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def backend_threads() -> list[str]:
+    """Names of this process's threads that belong to a process-group backend (gloo, nccl);
+    empty once the group is destroyed. Linux only (an empty list elsewhere)."""
+    names = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return names
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if "gloo" in name or "nccl" in name.lower():
+            names.append(name)
+    return sorted(names)
 
 
 def broadcast_module(module: nn.Module, info: DistInfo) -> None:
@@ -126,6 +170,29 @@ def gather_objects(obj, info: DistInfo) -> list:
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_main(fn, info: DistInfo):
+    """``fn()`` run on rank 0 only, its (picklable) result given to every rank. A user error
+    there (VidgenError, or an OSError of the machine) is raised on every rank, so no rank waits
+    for a peer that has already stopped."""
+    if not info.active:
+        return fn()
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except (VidgenError, OSError) as exc:
+            error = str(exc)
+            payload = [(None, error)]
+            dist.broadcast_object_list(payload, src=0)
+            raise
+    payload = [(result, error)]
+    dist.broadcast_object_list(payload, src=0)
+    result, error = payload[0]
+    if error is not None:
+        raise VidgenError(error)
+    return result
 
 
 # --- per-rank data ---------------------------------------------------------------------------
@@ -212,11 +279,33 @@ class _PositionSeeded(torch.utils.data.Dataset):
                 random.setstate(saved[2])
 
 
-def make_loader(dataset, cfg, info: DistInfo, consumed: int):
+class Batches:
+    """An infinite iterator of batches whose :meth:`close` stops the loader's worker processes
+    at once (instead of whenever the iterator happens to be garbage-collected)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self._it = iter(loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._it is None:
+            raise RuntimeError("the batch iterator is closed")
+        return next(self._it)
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        stop = getattr(it, "_shutdown_workers", None)  # the multi-process iterator's own cleanup
+        if stop is not None:
+            stop()
+
+
+def make_loader(dataset, cfg, info: DistInfo, consumed: int) -> Batches:
     """This rank's infinite iterator of batches of ``cfg.batch / world_size`` samples (``cfg``:
     the EngineConfig), starting after ``consumed`` samples of all ranks together. Items are
     drawn as described in :class:`_PositionSeeded`, so resume is exact for any dataset whose
-    item depends only on its index and the RNGs."""
+    item depends only on its index and the RNGs. Close it when done."""
     from vidgen.data.sampler import InfiniteSampler
 
     sampler = InfiniteSampler(len(dataset), seed=cfg.seed, rank=info.rank, world_size=info.world_size,
@@ -227,4 +316,4 @@ def make_loader(dataset, cfg, info: DistInfo, consumed: int):
         pin_memory=info.device.type == "cuda", drop_last=True,
         generator=torch.Generator().manual_seed(rank_seed(cfg.seed, info.rank)),  # global RNG untouched
         persistent_workers=cfg.workers > 0)
-    return iter(loader)
+    return Batches(loader)

@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open
 from torch import nn
 
-from vidgen.fileio import write_safetensors
+from vidgen.errors import DataError
+from vidgen.fileio import read_safetensors, read_safetensors_metadata, write_safetensors
 from vidgen.train.recipe import EMASpec
 
 SNAPSHOT_FORMAT = "vidgen-phema-1"
@@ -176,12 +176,11 @@ def make_ema(name: str, net: nn.Module, spec: EMASpec) -> EMA:
 # --- files -----------------------------------------------------------------------------------
 def read_snapshot(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A power-EMA snapshot's state dict and its JSON info (network, step, gamma, ...)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = read_safetensors_metadata(path)
     if "vidgen" not in meta:
-        raise ValueError(f"{path} is not a power-EMA snapshot (no 'vidgen' metadata)")
+        raise DataError(f"{path} is not a power-EMA snapshot (no 'vidgen' metadata)")
     info = json.loads(meta["vidgen"])
-    return load_file(str(path)), info
+    return read_safetensors(path), info
 
 
 def list_snapshots(folder: str | Path, network: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
@@ -189,8 +188,7 @@ def list_snapshots(folder: str | Path, network: str | None = None) -> list[tuple
     only the metadata is read."""
     out = []
     for path in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = read_safetensors_metadata(path)
         if "vidgen" not in meta:
             continue
         info = json.loads(meta["vidgen"])

@@ -40,13 +40,15 @@ import torch
 from torch import nn
 
 from vidgen.config import config_to_dict, dump_yaml
-from vidgen.errors import ConfigError, DataError, VidgenError
+from vidgen.errors import ConfigError, DataError, VidgenError, describe_os_error
 from vidgen.train import checkpoint as ckpt
 from vidgen.train.dist import (DistInfo, all_reduce_grads, all_reduce_mean, broadcast_module,  # noqa: F401
-                               gather_objects, init_distributed, make_loader, rank_seed, shutdown,
-                               split_batch, to_device)
+                               gather_objects, init_distributed, make_loader, on_main, rank_seed,
+                               shutdown, split_batch, to_device)
 from vidgen.train.ema import EMA, make_ema
-from vidgen.train.log import StatsAverager, Timer, TrainLogger, save_samples
+from vidgen.train.log import StatsAverager, Timer, TrainLogger, save_samples, truncate_stats
+from vidgen.train.resume import check_resume
+from vidgen.train.runplan import plan_run
 from vidgen.train.optim import build_optimizer, check_lazy_regularisation, scheduled_lr  # noqa: F401 (re-exported)
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe  # noqa: F401 (re-exported)
 
@@ -200,6 +202,9 @@ class Trainer:
         return path
 
     def load(self, c: ckpt.Checkpoint) -> None:
+        """Continue from checkpoint ``c``: weights, optimisers, recipe state, counters, RNGs.
+        Anything in it that does not fit is a CheckpointError naming the file."""
+        ckpt.check_resume_fields(c.state, str(c.path / "state.json"))
         for name, net in self.all_networks().items():
             if name not in c.network_names:
                 if c.state.get("imported"):
@@ -209,17 +214,27 @@ class Trainer:
                 raise ckpt.CheckpointError(f"{c.path} has no network {name!r}; was it written by another recipe?")
             ckpt.load_state(net, c, name)
         tensors = c.train_tensors()
-        for k, o in self.opts.items():
-            ckpt.load_optimizer_state(o, c.state["optimizers"][k], tensors)
-        self.recipe.load_state_dict(ckpt.join_state(c.state["recipe"], tensors))
+        part = "optimizer state"
+        try:
+            for k, o in self.opts.items():
+                if k not in c.state["optimizers"]:
+                    raise KeyError(f"no state of optimizer {k!r}")
+                ckpt.load_optimizer_state(o, c.state["optimizers"][k], tensors)
+            part = "recipe state"
+            self.recipe.load_state_dict(ckpt.join_state(c.state["recipe"], tensors))
+            part = "RNG state"
+            rngs = c.state["rng"]
+            if len(rngs) == self.info.world_size:
+                ckpt.set_rng_state(rngs[self.info.rank], self.info.device)
+            else:  # a different number of ranks: continue with fresh per-rank seeds
+                seed_all(rank_seed(self.ecfg.seed + self.step, self.info.rank))
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            raise ckpt.CheckpointError(f"{c.path}: cannot restore the {part} ({type(exc).__name__}: "
+                                       f"{' '.join(str(exc).split())[:200]}); the checkpoint does not belong "
+                                       "to this recipe or was edited") from None
         self.step, self.nimg = c.step, c.nimg
         self.nonfinite_losses = c.state["counters"]["nonfinite_losses"]
         self.nonfinite_grads = c.state["counters"]["nonfinite_grads"]
-        rngs = c.state["rng"]
-        if len(rngs) == self.info.world_size:
-            ckpt.set_rng_state(rngs[self.info.rank], self.info.device)
-        else:  # a different number of ranks: continue with fresh per-rank seeds
-            seed_all(rank_seed(self.ecfg.seed + self.step, self.info.rank))
 
     def init_from(self, c: ckpt.Checkpoint) -> list[str]:
         """Start from the networks of checkpoint ``c`` (fine-tuning): each network takes the
@@ -294,20 +309,14 @@ def open_dataset(recipe: Recipe, cfg: Any) -> torch.utils.data.Dataset:
     return dataset
 
 
-def _resume_source(recipe: Recipe, ecfg: EngineConfig, resume: str | None) -> Path | None:
-    if resume in (None, "", "none"):
-        return None
-    if resume == "auto":
-        run = ckpt.latest_run(Path(ecfg.out_dir), recipe.run_name())
-        return ckpt.resolve_checkpoint(run) if run is not None else None
-    return ckpt.resolve_checkpoint(resume)
-
-
 def train(recipe_cls: type[Recipe], cfg: Any, resume: str | None = None, init: str | None = None) -> Path:
     """Train ``recipe_cls`` with ``cfg``; ``resume`` is None, "auto" (the newest run of this
     recipe under ``engine.out_dir``, or a fresh one) or a run / checkpoint folder. ``init``: a
     run or checkpoint folder whose networks a new run starts from (:meth:`Trainer.init_from`;
-    ignored when a run is resumed). Returns the run folder."""
+    ignored when a run is resumed). Returns the run folder.
+
+    Teardown, on success and on error alike: the loader workers and the logger first (they
+    belong to this rank alone), then the process group, whose threads end there."""
     info = init_distributed(cfg.engine.device)
     try:
         return _train(recipe_cls, cfg, resume, info, init)
@@ -323,38 +332,65 @@ class Run:
                  init: str | None = None):
         e = self.e = cfg.engine
         self.info, self.family = info, recipe_cls.family
+        self.lock = None  # rank 0 holds the run folder's lock (vidgen.lockfile.PathLock)
+        self.data = self.log = None
         tr = self.tr = Trainer(recipe_cls, cfg, info)
         dataset = open_dataset(tr.recipe, cfg)  # before the run folder: a bad data path leaves nothing behind
         tr.dataset_len = len(dataset)
-        source = _resume_source(tr.recipe, e, resume) if info.is_main else None
-        source = gather_objects(str(source) if source else None, info)[0]
-        if source is not None:
-            c = ckpt.read_checkpoint(source)
-            if c.family != self.family:
-                raise ckpt.CheckpointError(f"{c.path} is a {c.family!r} checkpoint, not {self.family!r}")
-            tr.load(c)
-            self.run_dir = c.path.parent.parent
-            if info.is_main and config_to_dict(cfg) != c.config:  # e.g. more steps: keep both
-                dump_yaml(cfg, self.run_dir / f"config-resume-{tr.step:09d}.yaml")
-        else:
-            init_notes = self._init(init) if init else []
-            run_dir = ckpt.new_run_dir(Path(e.out_dir), tr.recipe.run_name()) if info.is_main else None
-            self.run_dir = Path(gather_objects(str(run_dir) if run_dir else None, info)[0])
-            if info.is_main:
-                dump_yaml(cfg, self.run_dir / "config.yaml")
-        self.log = TrainLogger(self.run_dir, e.steps, tr.step, enabled=info.is_main)
-        self.log.truncate_after(tr.step)
-        if source is not None:
-            self.log.write(f"resumed from {source} at step {tr.step}")
-        elif init:
-            self.log.write(f"started from the networks of {init}: " + "; ".join(init_notes))
-        if source is not None and c.state["sampler"].get("dataset_len") not in (None, -1, len(dataset)):
-            self.log.write(f"warning: the dataset had {c.state['sampler']['dataset_len']} items when "
-                           f"{c.path} was written and has {len(dataset)} now; resume is not exact")
-        self.data = make_loader(dataset, e, info, consumed=tr.step * e.batch)
+        # before the run folder, like the data: a bad --init leaves nothing behind (a resumed run
+        # then replaces all of it: weights, optimisers, step)
+        init_notes = self._init(init) if init else []
+
+        def choose() -> tuple[str, str | None, list[str]]:
+            plan = plan_run(e.out_dir, tr.recipe.run_name(), resume)
+            self.lock = plan.lock
+            return str(plan.run_dir), str(plan.source) if plan.source else None, plan.notes
+        run_dir, source, notes = on_main(choose, info)
+        self.run_dir = Path(run_dir)
+        try:  # from here on a failure releases the run folder (close)
+            notes = notes + self._resume(cfg, source, dataset)  # every rank
+            on_main(lambda: self._prepare_folder(cfg, source is not None), info)
+            if source is None and init:
+                notes.append(f"started from the networks of {init}: " + "; ".join(init_notes))
+            self.log = TrainLogger(self.run_dir, e.steps, tr.step, enabled=info.is_main)
+            for note in notes:
+                self.log.write(note)
+            self.data = make_loader(dataset, e, info, consumed=tr.step * e.batch)
+        except BaseException:
+            self.close()
+            raise
         self.timer, self.avg = Timer(), StatsAverager()
         self.t0 = self.tick_start = time.perf_counter()
         self.tick_step = tr.step
+
+    def _resume(self, cfg: Any, source: str | None, dataset) -> list[str]:
+        """Load the checkpoint ``source`` if any (every rank reads the same files, so every
+        rank fails alike); the lines to log."""
+        if source is None:
+            return []
+        tr = self.tr
+        c = ckpt.read_checkpoint(source)
+        if c.family != self.family:
+            raise ckpt.CheckpointError(f"{c.path} is a {c.family!r} checkpoint, not {self.family!r}")
+        notes = check_resume(c, config_to_dict(cfg), tr.all_networks())
+        tr.load(c)
+        self.resumed_config = c.config
+        notes.insert(0, f"resumed from {source} at step {tr.step}")
+        if c.state["sampler"].get("dataset_len") not in (None, -1, len(dataset)):
+            notes.append(f"warning: the dataset had {c.state['sampler']['dataset_len']} items when "
+                         f"{c.path} was written and has {len(dataset)} now; resume is not exact")
+        return notes
+
+    def _prepare_folder(self, cfg: Any, resumed: bool) -> None:
+        """Rank 0: the resolved config and stats.jsonl cut back to the step the run starts at."""
+        try:
+            if not resumed:
+                dump_yaml(cfg, self.run_dir / "config.yaml")
+            elif config_to_dict(cfg) != self.resumed_config:  # e.g. more steps: keep both
+                dump_yaml(cfg, self.run_dir / f"config-resume-{self.tr.step:09d}.yaml")
+            truncate_stats(self.run_dir, self.tr.step)
+        except OSError as exc:
+            raise VidgenError(f"cannot write to the run folder {self.run_dir}: {describe_os_error(exc)}") from None
 
     def _init(self, init: str) -> list[str]:
         c = ckpt.read_checkpoint(init)
@@ -399,7 +435,20 @@ class Run:
         self.tick_start, self.tick_step = now, tr.step
 
     def close(self) -> None:
-        self.log.close()
+        """Stop this rank's loader workers and logger threads (no communication involved) and
+        release the run folder."""
+        if self.data is not None:
+            self.data.close()
+        if self.log is not None:
+            self.log.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def _kept(run_dir: Path) -> str:
+    good = ckpt.list_checkpoints(run_dir)
+    return f"the last good checkpoint is {good[-1]}" if good else f"no checkpoint of {run_dir} was written yet"
 
 
 def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo, init: str | None = None) -> Path:
@@ -408,11 +457,15 @@ def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInf
         while not run.done:
             run.step()
     except NonFiniteError as exc:
-        good = ckpt.list_checkpoints(run.run_dir)
-        where = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
         raise NonFiniteError(
-            f"training stopped: {cfg.engine.max_nonfinite} non-finite losses in a row in {exc}; {where}. "
+            f"training stopped: {cfg.engine.max_nonfinite} non-finite losses in a row in {exc}; {_kept(run.run_dir)}. "
             "Lower the learning rate or check the data, then resume with --resume PATH.") from None
+    except ckpt.CheckpointError as exc:
+        raise ckpt.CheckpointError(f"training stopped at step {run.tr.step}: {exc} ({_kept(run.run_dir)})") from None
+    except OSError as exc:  # stats, samples, snapshots: the disk filled up or became read-only
+        raise VidgenError(f"training stopped at step {run.tr.step}: cannot write {describe_os_error(exc)}; "
+                          f"{_kept(run.run_dir)}. Free space or fix permissions, then resume with "
+                          "--resume auto") from None
     finally:
         run.close()
     return run.run_dir

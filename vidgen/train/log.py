@@ -90,18 +90,9 @@ class TrainLogger:
             self.tb = None
 
     def truncate_after(self, step: int) -> None:
-        """Drop JSONL lines of steps after ``step`` (written before a crash, redone on resume)."""
-        path = self.run_dir / "stats.jsonl" if self.enabled else None
-        if path is None or not path.is_file():
-            return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-        write_bytes(path, "".join(line + "\n" for line in keep).encode())
+        """Drop JSONL lines of steps after ``step`` (see :func:`truncate_stats`)."""
+        if self.enabled:
+            truncate_stats(self.run_dir, step)
 
     def step(self, step: int, kimg: float) -> None:
         if self.bar is not None:
@@ -130,8 +121,30 @@ class TrainLogger:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+            with tqdm.get_lock():  # tqdm keeps its monitor thread after the last bar closes
+                if not tqdm._instances and tqdm.monitor is not None:
+                    tqdm.monitor.exit()
+                    tqdm.monitor = None
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
+
+
+def truncate_stats(run_dir: Path, step: int) -> None:
+    """Drop the lines of ``RUN/stats.jsonl`` of steps after ``step`` (written before a crash,
+    redone on resume; all of them when a run starts again at step 0)."""
+    path = Path(run_dir) / "stats.jsonl"
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut short by a kill
+    write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
 def save_samples(media: torch.Tensor, folder: Path, step: int, fps: float = 8.0) -> Path:

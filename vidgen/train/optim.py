@@ -26,6 +26,10 @@ def build_optimizer(spec: OptimizerSpec, nets: dict[str, nn.Module], name: str) 
     if spec.schedule == "inv_sqrt" and spec.ref_steps < 1:
         raise ConfigError(f"optimizer {name!r}: the inv_sqrt schedule needs ref_steps >= 1 (EDM2's t_ref, "
                           f"e.g. 70000); got {spec.ref_steps}")
+    if not (math.isfinite(spec.lr) and spec.lr > 0):
+        raise ConfigError(f"optimizer {name!r}: the learning rate must be a positive number; got {spec.lr!r}")
+    if not all(math.isfinite(b) and 0 <= b < 1 for b in spec.betas):
+        raise ConfigError(f"optimizer {name!r}: Adam betas must lie in [0, 1); got {tuple(spec.betas)}")
     if spec.reg_interval < 1 or spec.rampup_steps < 0:
         raise ConfigError(f"optimizer {name!r}: reg_interval must be >= 1 and rampup_steps >= 0; got "
                           f"{spec.reg_interval} and {spec.rampup_steps}")

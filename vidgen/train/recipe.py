@@ -33,6 +33,9 @@ from typing import Any, Callable, Literal
 import torch
 from torch import nn
 
+from vidgen.config import NonNegativeInt, PositiveInt
+from vidgen.errors import ConfigError
+
 LossFn = Callable[[Any, int], "tuple[torch.Tensor, dict[str, float]]"]
 
 
@@ -185,17 +188,22 @@ class EngineConfig:
     """Settings of the training loop itself, shared by every family (the ``engine`` section
     of a family's config)."""
 
-    steps: int = 1000  # optimiser steps in the run
-    batch: int = 8  # global batch: all ranks and all accumulation rounds together
-    accum: int = 1  # gradient-accumulation rounds per step
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    steps: PositiveInt = 1000  # optimiser steps in the run
+    batch: PositiveInt = 8  # global batch: all ranks and all accumulation rounds together
+    accum: PositiveInt = 1  # gradient-accumulation rounds per step
+    seed: NonNegativeInt = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    workers: int = 2  # DataLoader worker processes per rank
+    workers: NonNegativeInt = 2  # DataLoader worker processes per rank
     out_dir: str = "runs"  # run folders are created under this
-    checkpoint_every: int = 500  # steps between checkpoints
-    keep_last: int = 3  # checkpoints kept, besides milestones
-    milestone_every: int = 0  # steps between checkpoints that are never deleted (0: none)
-    log_every: int = 50  # steps per tick: one JSONL stats line
-    sample_every: int = 0  # steps between sample media (0: off)
-    max_nonfinite: int = 10  # consecutive non-finite losses before training stops
+    checkpoint_every: PositiveInt = 500  # steps between checkpoints
+    keep_last: PositiveInt = 3  # checkpoints kept, besides milestones
+    milestone_every: NonNegativeInt = 0  # steps between checkpoints that are never deleted (0: none)
+    log_every: PositiveInt = 50  # steps per tick: one JSONL stats line
+    sample_every: NonNegativeInt = 0  # steps between sample media (0: off)
+    max_nonfinite: PositiveInt = 10  # consecutive non-finite losses before training stops
+
+    def check(self) -> None:
+        if self.batch % self.accum:
+            raise ConfigError(f"engine.batch={self.batch} must be divisible by engine.accum={self.accum} "
+                              "(each accumulation round takes an equal share)")

@@ -14,12 +14,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vidgen.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from vidgen.errors import ConfigError
 from vidgen.registry import Family, register
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
@@ -29,19 +31,19 @@ from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpe
 @dataclass
 class ToyDataConfig:
     path: str = "synthetic"  # "synthetic" or a dataset folder / folder of videos
-    resolution: int = 16  # square side, a multiple of 4
-    frames: int = 0  # 0: images [C, H, W]; > 0: clips [C, T, H, W] of this many frames
-    num: int = 256  # synthetic samples
+    resolution: PositiveInt = 16  # square side, a multiple of 4
+    frames: NonNegativeInt = 0  # 0: images [C, H, W]; > 0: clips [C, T, H, W] of this many frames
+    num: PositiveInt = 256  # synthetic samples
 
 
 @dataclass
 class ToyModelConfig:
-    z_dim: int = 32
-    channels: int = 32
-    lr_g: float = 0.002
-    lr_d: float = 0.002
-    r1_gamma: float = 1.0
-    r1_interval: int = 4  # lazy R1 every this many steps
+    z_dim: PositiveInt = 32
+    channels: PositiveInt = 32
+    lr_g: PositiveFloat = 0.002
+    lr_d: PositiveFloat = 0.002
+    r1_gamma: NonNegativeFloat = 1.0
+    r1_interval: PositiveInt = 4  # lazy R1 every this many steps
     latents: Literal["rng", "index"] = "rng"
 
 
