@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -84,7 +85,9 @@ def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
         from vidgen.config import config_from_dict
         from vidgen.train.checkpoint import read_checkpoint
 
-        c = read_checkpoint(source)
+        with warnings.catch_warnings():  # a skipped bad checkpoint is reported once, when the run opens it
+            warnings.simplefilter("ignore")
+            c = read_checkpoint(source)
         if c.family != recipe_cls.family:
             raise ConfigError(f"{flag} {source}: a {c.family!r} checkpoint cannot start a {recipe_cls.family!r} run")
         base = config_from_dict(recipe_cls.config_class, c.config)
