@@ -17,6 +17,7 @@ BUILTIN = (
     "vidgen.train.toy",
     "vidgen.lvg",
     "vidgen.diffusion",
+    "vidgen.stylegan_t",
     "timelapse",
 )
 
