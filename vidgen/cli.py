@@ -5,6 +5,7 @@
     vidgen generate ...                 (vidgen/lvg/cli.py)
     vidgen eval ...                     (vidgen/metrics/cli.py)
     vidgen diffusion train|sample|phema|toy ...   (vidgen/diffusion/cli.py)
+    vidgen import PICKLE --out RUN_DIR  (vidgen/import_cli.py)
 
 Each of those modules defines ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed namespace; returns an exit code or None).
@@ -27,6 +28,7 @@ _COMMAND_MODULES = (
     "vidgen.lvg.cli",
     "vidgen.metrics.cli",
     "vidgen.diffusion.cli",
+    "vidgen.import_cli",
 )
 
 

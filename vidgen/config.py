@@ -257,9 +257,11 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> T:
-    """Defaults of ``cls``, then the YAML file at ``path``, then each ``key=value`` override."""
-    cfg = cls()
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
+                base: T | None = None) -> T:
+    """Defaults of ``cls`` (or ``base``), then the YAML file at ``path``, then each ``key=value``
+    override."""
+    cfg = base if base is not None else cls()
     if path is not None:
         try:
             cfg = _build(cls, load_yaml(path), base=cfg)

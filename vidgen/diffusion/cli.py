@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
     t = sub.add_parser("train", help="train an EDM2 U-Net on an image folder or prepared dataset",
                        epilog=TRAIN_EPILOG, formatter_class=fmt)
-    add_train_arguments(t, with_family=False)
+    add_train_arguments(t, with_family=False, with_init=False)
     t.add_argument("--init", metavar="CKPT", help="start from these weights (sets init): fine-tune an expert")
     t.set_defaults(func=run_train)
 

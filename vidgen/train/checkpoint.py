@@ -35,7 +35,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -183,6 +183,42 @@ class Checkpoint:
 
     def train_tensors(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.path / "train.safetensors"))
+
+
+def load_state(net: torch.nn.Module, c: Checkpoint, name: str) -> torch.nn.Module:
+    """Load network ``name`` of checkpoint ``c`` into ``net``, every key and shape checked;
+    CheckpointError names what does not fit (a checkpoint of another config or family)."""
+    sd = c.network_state(name)
+    want = net.state_dict()
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(want[k].shape)}" for k in want
+              if k in sd and sd[k].shape != want[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{label} {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+                 if items]
+        raise CheckpointError(f"{c.path}: the {name} weights do not fit the network built from its config "
+                              f"({'; '.join(parts)})")
+    net.load_state_dict(sd)
+    return net
+
+
+def load_network(c: Checkpoint | str | os.PathLike, names: str | tuple[str, ...],
+                 build: Callable[[dict[str, Any]], torch.nn.Module],
+                 device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The one way from a checkpoint to a network: ``build(c.config)`` makes the network, the
+    first of ``names`` that the checkpoint holds (e.g. ``("G_ema", "G")``) is loaded into it
+    with every key and shape checked (:func:`load_state`); returned on ``device``."""
+    if not isinstance(c, Checkpoint):
+        c = read_checkpoint(c)
+    names = (names,) if isinstance(names, str) else tuple(names)
+    name = next((n for n in names if n in c.network_names), None)
+    if name is None:
+        raise CheckpointError(f"{c.path} has none of the networks {', '.join(names)}; it has: "
+                              f"{', '.join(c.network_names)}")
+    net = build(c.config)
+    return load_state(net, c, name).to(device)
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:

@@ -20,6 +20,9 @@ EPILOG = """examples:
   vidgen train lvg-lowres --config configs/lvg/lowres-tiny.yaml --data data/drive --resume auto
   torchrun --nproc_per_node 2 -m vidgen train toygan --config configs/toygan-tiny.yaml --data synthetic
 
+  # fine-tune an imported published checkpoint (vidgen import) or any run on new data
+  vidgen train lvg-lowres --init runs/imported-lres --data data/mine --set engine.steps=5000
+
 --set takes dotted keys of the config (see --dry-run for all of them); values are YAML,
 e.g. --set engine.batch=16 --set ema.sigma_rels=[0.05,0.1].
 """
@@ -39,8 +42,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_train)
 
 
-def add_train_arguments(p: argparse.ArgumentParser, with_family: bool) -> None:
-    """The options shared by every `... train` command (also used by `timelapse train`)."""
+def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init: bool = True) -> None:
+    """The options shared by every `... train` command (also used by `timelapse train`);
+    ``with_init=False`` for a command that defines its own ``--init``."""
     if with_family:
         p.add_argument("family", choices=_trainable(), metavar="FAMILY",
                        help=f"model family: {', '.join(_trainable())}")
@@ -51,6 +55,11 @@ def add_train_arguments(p: argparse.ArgumentParser, with_family: bool) -> None:
     p.add_argument("--resume", metavar="auto|PATH",
                    help="'auto': continue the newest run of this recipe under --out if any; "
                         "PATH: a run folder or checkpoint folder")
+    if with_init:
+        p.add_argument("--init", dest="init_from", metavar="PATH",
+                       help="start a new run from the networks (and compatible optimiser moments) of a run or "
+                            "checkpoint folder, e.g. one made by `vidgen import`; without --config its config "
+                            "is the base")
     p.add_argument("--out", metavar="DIR", help="folder for run folders (sets engine.out_dir)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and parameter counts, then exit")
@@ -62,7 +71,17 @@ def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
         overrides.append(f"data.path={args.data}")
     if args.out is not None:
         overrides.append(f"engine.out_dir={args.out}")
-    return load_config(recipe_cls.config_class, args.config, overrides)
+    base = None
+    init = getattr(args, "init_from", None)
+    if init and args.config is None:  # the config the init networks were built with
+        from vidgen.config import config_from_dict
+        from vidgen.train.checkpoint import read_checkpoint
+
+        c = read_checkpoint(init)
+        if c.family != recipe_cls.family:
+            raise ConfigError(f"--init {init}: a {c.family!r} checkpoint cannot start a {recipe_cls.family!r} run")
+        base = config_from_dict(recipe_cls.config_class, c.config)
+    return load_config(recipe_cls.config_class, args.config, overrides, base=base)
 
 
 def parameter_counts(recipe_cls: type, cfg: Any, children: bool = False) -> dict[str, int]:
@@ -106,7 +125,7 @@ def run_recipe(recipe_cls: type, args: argparse.Namespace) -> int:
         return 0
     from vidgen.train.engine import train
 
-    run_dir = train(recipe_cls, cfg, resume=args.resume)
+    run_dir = train(recipe_cls, cfg, resume=args.resume, init=getattr(args, "init_from", None))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run_dir}")
     return 0

@@ -202,8 +202,12 @@ class Trainer:
     def load(self, c: ckpt.Checkpoint) -> None:
         for name, net in self.all_networks().items():
             if name not in c.network_names:
+                if c.state.get("imported"):
+                    raise ckpt.CheckpointError(
+                        f"{c.path} was imported from {c.state['imported']['source']} without network {name!r}, so "
+                        f"it cannot be resumed; start a new run from it with --init {c.path.parent.parent}")
                 raise ckpt.CheckpointError(f"{c.path} has no network {name!r}; was it written by another recipe?")
-            net.load_state_dict(c.network_state(name))
+            ckpt.load_state(net, c, name)
         tensors = c.train_tensors()
         for k, o in self.opts.items():
             ckpt.load_optimizer_state(o, c.state["optimizers"][k], tensors)
@@ -216,6 +220,53 @@ class Trainer:
             ckpt.set_rng_state(rngs[self.info.rank], self.info.device)
         else:  # a different number of ranks: continue with fresh per-rank seeds
             seed_all(rank_seed(self.ecfg.seed + self.step, self.info.rank))
+
+    def init_from(self, c: ckpt.Checkpoint) -> list[str]:
+        """Start from the networks of checkpoint ``c`` (fine-tuning): each network takes the
+        weights of the same name, else of its EMA copy (``G`` from ``G_ema``) or, for an EMA
+        copy, of its network; optimiser moments are taken where present and of the same shapes,
+        with this run's learning rates. Step, EMA schedule and recipe state start afresh.
+        Returns one line per network and optimiser saying what it started from."""
+        notes = []
+        for name, net in self.all_networks().items():
+            base = name.split("_ema")[0]
+            src = next((n for n in (name, f"{base}_ema", base) if n in c.network_names), None)
+            if src is None:
+                notes.append(f"{name}: not in {c.path}; freshly initialised")
+                continue
+            ckpt.load_state(net, c, src)
+            notes.append(f"{name}: from {src}")
+        tensors = c.train_tensors() if c.state.get("optimizers") else {}
+        for k, opt in self.opts.items():
+            saved = (c.state.get("optimizers") or {}).get(k)
+            note = self._init_optimizer(opt, saved, tensors)
+            notes.append(f"optimizer {k}: {note}")
+        return notes
+
+    @staticmethod
+    def _init_optimizer(opt: torch.optim.Optimizer, saved: Any, tensors: dict[str, torch.Tensor]) -> str:
+        if not saved:
+            return "fresh (none in the checkpoint)"
+        sd = ckpt.join_state(saved, tensors)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        state = {int(i): v for i, v in sd.get("state", {}).items()}
+        if not state:
+            return "fresh (the checkpoint's has no moments yet)"
+        for i, st in state.items():
+            if i >= len(params) or any(isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape != params[i].shape
+                                       for v in st.values()):
+                return "fresh (the checkpoint's does not fit these parameters)"
+        if len(params) != sum(len(g["params"]) for g in sd["param_groups"]):
+            return "fresh (the checkpoint's does not fit these parameters)"
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        sd["state"] = state
+        for group in sd["param_groups"]:
+            if "betas" in group:
+                group["betas"] = tuple(group["betas"])
+        opt.load_state_dict(sd)
+        for group, h in zip(opt.param_groups, hyper):  # this run's learning rates and betas
+            group.update(h)
+        return f"moments of {len(state)} parameters from the checkpoint"
 
     def sample(self, folder: Path, num: int = 16) -> Path | None:
         nets = {k: ema.copies()[f"{k}_ema"] for k, ema in self.emas.items()}
@@ -252,13 +303,14 @@ def _resume_source(recipe: Recipe, ecfg: EngineConfig, resume: str | None) -> Pa
     return ckpt.resolve_checkpoint(resume)
 
 
-def train(recipe_cls: type[Recipe], cfg: Any, resume: str | None = None) -> Path:
+def train(recipe_cls: type[Recipe], cfg: Any, resume: str | None = None, init: str | None = None) -> Path:
     """Train ``recipe_cls`` with ``cfg``; ``resume`` is None, "auto" (the newest run of this
-    recipe under ``engine.out_dir``, or a fresh one) or a run / checkpoint folder. Returns the
-    run folder."""
+    recipe under ``engine.out_dir``, or a fresh one) or a run / checkpoint folder. ``init``: a
+    run or checkpoint folder whose networks a new run starts from (:meth:`Trainer.init_from`;
+    ignored when a run is resumed). Returns the run folder."""
     info = init_distributed(cfg.engine.device)
     try:
-        return _train(recipe_cls, cfg, resume, info)
+        return _train(recipe_cls, cfg, resume, info, init)
     finally:
         shutdown(info)
 
@@ -267,7 +319,8 @@ class Run:
     """One run, set up and stepped one loop iteration at a time (``train`` drives it; tools
     can interleave it with other work)."""
 
-    def __init__(self, recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo):
+    def __init__(self, recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo,
+                 init: str | None = None):
         e = self.e = cfg.engine
         self.info, self.family = info, recipe_cls.family
         tr = self.tr = Trainer(recipe_cls, cfg, info)
@@ -284,6 +337,7 @@ class Run:
             if info.is_main and config_to_dict(cfg) != c.config:  # e.g. more steps: keep both
                 dump_yaml(cfg, self.run_dir / f"config-resume-{tr.step:09d}.yaml")
         else:
+            init_notes = self._init(init) if init else []
             run_dir = ckpt.new_run_dir(Path(e.out_dir), tr.recipe.run_name()) if info.is_main else None
             self.run_dir = Path(gather_objects(str(run_dir) if run_dir else None, info)[0])
             if info.is_main:
@@ -292,6 +346,8 @@ class Run:
         self.log.truncate_after(tr.step)
         if source is not None:
             self.log.write(f"resumed from {source} at step {tr.step}")
+        elif init:
+            self.log.write(f"started from the networks of {init}: " + "; ".join(init_notes))
         if source is not None and c.state["sampler"].get("dataset_len") not in (None, -1, len(dataset)):
             self.log.write(f"warning: the dataset had {c.state['sampler']['dataset_len']} items when "
                            f"{c.path} was written and has {len(dataset)} now; resume is not exact")
@@ -299,6 +355,12 @@ class Run:
         self.timer, self.avg = Timer(), StatsAverager()
         self.t0 = self.tick_start = time.perf_counter()
         self.tick_step = tr.step
+
+    def _init(self, init: str) -> list[str]:
+        c = ckpt.read_checkpoint(init)
+        if c.family != self.family:
+            raise ckpt.CheckpointError(f"--init {init}: a {c.family!r} checkpoint cannot start a {self.family!r} run")
+        return self.tr.init_from(c)
 
     @property
     def done(self) -> bool:
@@ -340,8 +402,8 @@ class Run:
         self.log.close()
 
 
-def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo) -> Path:
-    run = Run(recipe_cls, cfg, resume, info)
+def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInfo, init: str | None = None) -> Path:
+    run = Run(recipe_cls, cfg, resume, info, init)
     try:
         while not run.done:
             run.step()
