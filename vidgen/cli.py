@@ -5,6 +5,7 @@
     vidgen generate ...                 (vidgen/lvg/cli.py)
     vidgen eval ...                     (vidgen/metrics/cli.py)
     vidgen diffusion train|sample|phema|toy ...   (vidgen/diffusion/cli.py)
+    vidgen t2i ...                      (vidgen/stylegan_t/cli.py)
     vidgen import PICKLE --out RUN_DIR  (vidgen/import_cli.py)
 
 Each of those modules defines ``register(subparsers)``, which adds its parser and sets
@@ -28,6 +29,7 @@ _COMMAND_MODULES = (
     "vidgen.lvg.cli",
     "vidgen.metrics.cli",
     "vidgen.diffusion.cli",
+    "vidgen.stylegan_t.cli",
     "vidgen.import_cli",
 )
 

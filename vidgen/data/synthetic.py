@@ -252,6 +252,8 @@ def shapes_image(rng: np.random.Generator, size: int, objects: list[tuple[str, s
     n = len(objects)
     for k, (color, kind) in enumerate(objects):
         r = size * rng.uniform(0.18, 0.28) * (1.0 if n == 1 else 0.8)
+        if n > 1:
+            r = min(r, (size / n - 1) / 2)  # fits in its part of the image
         if n == 1:
             cx, cy = rng.uniform(r + 1, size - r - 1, 2)
         else:  # side by side: object k in its own half (left / right, in caption order)

@@ -147,7 +147,7 @@ class ClipTextEncoder(TextEncoder):
         ids = self._tokenizer(list(texts))
         if int(ids.max()) >= self.vocab_size:
             raise ConfigError(f"this CLIP text tower has a vocabulary of {self.vocab_size} tokens; the open_clip "
-                              "tokenizer needs 49408 to encode text (feed embeddings instead)")
+                              "tokenizer needs 49408, so this model takes text embeddings only, not prompts")
         return ids.to(self.device)
 
     def encode(self, texts: list[str]) -> TextFeatures:
