@@ -77,6 +77,7 @@ class StyleGANTSampler:
         self.G, self.prompts, self.psi, self.noise, self.batch = G, list(prompts), psi, noise, batch
         r = G.img_resolution
         self.frame_size = (r, r)
+        self.info = {"psi": psi, "noise": noise, "prompts": len(self.prompts), "first_prompt": self.prompts[0]}
 
     @property
     def device(self) -> torch.device:
