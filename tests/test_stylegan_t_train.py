@@ -152,3 +152,54 @@ print("t2i", main(["t2i", "--net", {str(trained)!r}, "--prompt", "a red circle",
     assert lines == {"train": "2", "t2i": "0"}, run.stdout + run.stderr
     assert "vidgen[text]" in run.stderr and "Traceback" not in run.stderr
     assert (tmp_path / "g.png").is_file()
+
+
+def _recipe(shapes, **over):
+    from vidgen.config import load_config
+    from vidgen.stylegan_t.config import StyleGANTConfig
+    from vidgen.stylegan_t.recipe import StyleGANTRecipe
+
+    sets = [TINY[i + 1] for i in range(len(TINY)) if TINY[i] == "--set"]
+    cfg = load_config(StyleGANTConfig, ROOT / "configs/stylegan-t/tiny.yaml",
+                      sets + [f"data.path={shapes}"] + [f"{k}={v}" for k, v in over.items()])
+    r = StyleGANTRecipe(cfg, torch.device("cpu"))
+    ds = r.dataset()
+    return r, torch.utils.data.default_collate([ds[i] for i in range(4)])
+
+
+CLIP_TEXT = {"text.kind": "clip", "text.arch": "custom", "text.pretrained": "false", "text.custom.embed_dim": 16,
+             "text.custom.width": 16, "text.custom.layers": 1}
+
+
+@pytest.mark.skipif(not (available("timm") and available("open_clip")), reason="the text extra is not installed")
+def test_losses_clip_guidance_and_text_encoder_phase(shapes):
+    from vidgen.stylegan_t.recipe import gaussian_blur, spherical_distance
+
+    x, y = torch.randn(5, 8), torch.randn(5, 8)
+    cos = torch.nn.functional.cosine_similarity(x, y)
+    assert torch.allclose(spherical_distance(x, y), torch.arccos(cos) ** 2, atol=1e-5)
+    img = torch.zeros(1, 1, 15, 15)
+    img[0, 0, 7, 7] = 1
+    b = gaussian_blur(img, 2.0)
+    assert abs(b.sum().item() - 1) < 1e-5 and b[0, 0, 7, 7] < 0.2 and torch.allclose(b, b.flip(-1).flip(-2))
+    torch.manual_seed(0)
+    r, batch = _recipe(shapes, **CLIP_TEXT, **{"loss.clip_weight": 0.5, "loss.gan": "hinge"})
+    r.D.eval()  # no power iteration between the two evaluations
+    torch.manual_seed(1)
+    loss, stats = r.loss_g(batch, 0)
+    torch.manual_seed(1)
+    fake = r.generate(batch["caption"], r.embed(batch["caption"]))
+    logits = r.run_d(fake, r.embed(batch["caption"]))
+    assert torch.allclose(loss, -logits.mean() + 0.5 * stats["clip_distance"], atol=1e-5)
+    assert 0 < float(stats["clip_distance"]) < np.pi ** 2
+    # the encoder phase: only G's text encoder is trained, D is conditioned by a frozen copy
+    r, batch = _recipe(shapes, **CLIP_TEXT, **{"G.train_mode": "text_encoder"})
+    assert all(p.requires_grad for p in r.G.text.parameters())
+    assert not any(p.requires_grad for p in r.G.synthesis.parameters())
+    assert r.text is not r.G.text and not any(p.requires_grad for p in r.text.parameters())
+    r.loss_g(batch, 0)[0].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in r.G.text.parameters())
+    assert r.optimizers()["G"].lr == r.cfg.loss.lr_text
+    r, _ = _recipe(shapes, **{"loss.blur_sigma": 4.0, "loss.blur_fade_kimg": 1.0})
+    r.nimg = 500
+    assert r.blur_sigma() == 2.0
