@@ -204,14 +204,16 @@ def test_open_prepared_reads_shards_and_checks_them(tmp_path, drives):
         open_prepared(out, "16x16")
 
 
-def test_inspect_writes_contact_sheet(tmp_path, drives, capsys):
+def test_inspect_writes_contact_sheet(tmp_path, drives, capsys, monkeypatch):
     out = tmp_path / "ds"
     prepare(PrepareConfig(inputs=[str(drives)], out=str(out), resolutions=[(16, 16)]))
+    monkeypatch.chdir(tmp_path)  # the sheet goes to the current folder, never into the dataset
     assert main(["data", "inspect", str(out), "--frames", "4"]) == 0
     text = capsys.readouterr().out
-    assert "2 clips, 80 frames" in text and (out / "contact_sheet.png").is_file()
+    assert "2 clips, 80 frames" in text and (tmp_path / "ds_contact_sheet.png").is_file()
+    assert not (out / "contact_sheet.png").exists()
     from PIL import Image
-    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+    sheet = np.asarray(Image.open(tmp_path / "ds_contact_sheet.png"))
     assert sheet.ndim == 3 and sheet.shape[1] >= 4 * 16
     assert main(["data", "inspect", str(drives / "drive_000.mp4"), "--png", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file() and '"num_frames": 40' in capsys.readouterr().out

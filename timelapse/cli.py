@@ -18,6 +18,11 @@ TRAIN_EPILOG = """examples:
   timelapse train --data ../shared/data/timelapse/vegas_webcam --config configs/timelapse/tiny.yaml
   timelapse train --data frames/ --config configs/timelapse/paper-512.yaml --skip 1200:1260 --resume auto
   timelapse train --data frames/ --config configs/timelapse/tiny.yaml --set engine.steps=50 --dry-run
+  timelapse train --data timelapse.mp4 --start 2023-06-13T03:11:46 --interval 60s --config configs/timelapse/tiny.yaml
+  timelapse train --data webcam/ --time-pattern '%Y_%m%d_%H%M0' --align --config configs/timelapse/tiny.yaml
+A time-lapse delivered as one video: frame i was captured at --start + i * --interval (without
+--start, the video's creation time). --align registers every frame to a reference frame and
+crops to the area all frames cover (a shaking or drifting webcam).
 """
 
 RENDER_EPILOG = """examples:
@@ -73,8 +78,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.skip:
         parse_skip(args.skip)  # a bad range is reported before anything loads
         args.overrides.append(f"data.skip={json.dumps(args.skip)}")
+    # text keys take the value as written (quoting it would put the quotes into the pattern)
     if args.time_pattern:
-        args.overrides.append(f"data.time_pattern={json.dumps(args.time_pattern)}")
+        args.overrides.append(f"data.time_pattern={args.time_pattern}")
+    if args.start:
+        args.overrides.append(f"data.start={args.start}")
+    if args.interval:
+        args.overrides.append(f"data.interval={args.interval}")
+    if args.align:
+        args.overrides.append("data.align=true")
     return run_recipe(TimelapseRecipe, args)
 
 
@@ -271,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out frames A..B-1 (capture order; repeatable)")
     p.add_argument("--time-pattern", dest="time_pattern", default=None,
                    help="strftime pattern of the frame names, e.g. %%Y_%%m%%d_%%H%%M0 (default: automatic)")
+    p.add_argument("--start", metavar="TIME", default=None,
+                   help="--data is a video: capture time of its first frame (ISO 8601, UTC; default: its creation time)")
+    p.add_argument("--interval", metavar="DT", default=None,
+                   help="--data is a video: time between its frames, e.g. 60s, 15m, 1h")
+    p.add_argument("--align", action="store_true",
+                   help="register the frames to a reference frame and crop to the common area (shaky webcams)")
 
     p = _parser(sub, "render", "re-render a sequence with a trained generator", RENDER_EPILOG, run_render)
     p.add_argument("mode", nargs="?", choices=("stabilize", "sweep", "restyle", "grid", "stack", "real"))

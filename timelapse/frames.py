@@ -1,4 +1,5 @@
-"""Time-stamped frames for the time-lapse GAN: vidgen's TimedFrameDataset, minus the ranges
+"""Time-stamped frames for the time-lapse GAN: vidgen's TimedFrameDataset (a frame folder, a
+prepared dataset or a time-lapse video, optionally registered frame to frame), minus the ranges
 of bad frames the user skips, each frame letterboxed into a square (padding -1 = black) with
 the valid rectangle recorded so the generator's output can be masked the same way
 (METHODS.md section 2, "Data")."""
@@ -52,8 +53,11 @@ def letterbox(frame: torch.Tensor, res: int) -> torch.Tensor:
 class TimelapseFrames(torch.utils.data.Dataset):
     """Items: (frame [3, R, R] in [-1, 1], normalised t, dequantisation sigma), in capture order."""
 
-    def __init__(self, root, resolution: int, skip=(), time_pattern: str | None = None, lin_scale: float = 0.01):
-        self.base = TimedFrameDataset(root, None, time_pattern=time_pattern or None)
+    def __init__(self, root, resolution: int, skip=(), time_pattern: str | None = None, lin_scale: float = 0.01,
+                 start: str | None = None, interval: str | None = None, align: bool = False):
+        # a video time-lapse: frame i at start + i * interval (vidgen.data.datasets)
+        self.base = TimedFrameDataset(root, None, time_pattern=time_pattern or None, start=start or None,
+                                      interval=interval or None, align=align)
         n = len(self.base)
         keep = np.ones(n, dtype=bool)
         for a, b in parse_skip(skip):

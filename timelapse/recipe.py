@@ -30,6 +30,9 @@ class DataConfig:
     path: str = ""
     time_pattern: str = ""  # strftime pattern of the file names; "" = automatic
     skip: list[str] = field(default_factory=list)  # ranges of bad frames "FIRST:STOP" (capture order)
+    start: str = ""     # a time-lapse video: capture time of its first frame; "" = its creation time
+    interval: str = ""  # a time-lapse video: time between frames, e.g. "60s"; "" = not a video
+    align: bool = False  # register the frames of a raw folder / video and crop to the common area
 
 
 @dataclass
@@ -93,7 +96,8 @@ class TimelapseRecipe(Recipe):
     def __init__(self, cfg: TimelapseConfig, device: torch.device, dataset: TimelapseFrames | None = None):
         super().__init__(cfg, device)
         self.data = dataset or TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip,
-                                               cfg.data.time_pattern, cfg.time.lin_scale)
+                                               cfg.data.time_pattern, cfg.time.lin_scale, start=cfg.data.start,
+                                               interval=cfg.data.interval, align=cfg.data.align)
         axis = self.data.axis
         self.G = Generator(cfg.model, axis, self.data.rect).to(device)
         self.D = Discriminator(cfg.model, axis).to(device)

@@ -182,11 +182,17 @@ def main() -> int:
         state, clf_acc = train_classifier(data)
         jobs = [(s, str(data), args.cpu_min * 60, state, args.per_prompt, args.overrides, f"{tmp}/runs{s}")
                 for s in seeds]
+        runs = []
         if args.jobs > 1:
             with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-                runs = list(pool.map(run_seed, *zip(*jobs)))
+                for fut in cf.as_completed([pool.submit(run_seed, *j) for j in jobs]):
+                    runs.append(fut.result())
+                    print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
         else:
-            runs = [run_seed(*j) for j in jobs]
+            for j in jobs:
+                runs.append(run_seed(*j))
+                print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        runs.sort(key=lambda r: r["seed"])
 
     med = {str(p): {k: statistics.median(r[str(p)][k] for r in runs) for k in ("accuracy", "diversity")} for p in PSIS}
     acc = [med[str(p)]["accuracy"] for p in PSIS]

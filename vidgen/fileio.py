@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -22,9 +23,33 @@ _BLOCK = 1 << 22  # bytes hashed per read
 
 
 def temp_beside(final: str | os.PathLike, suffix: str = "") -> Path:
-    """A hidden, unique name next to ``final``."""
+    """A hidden, unique name next to ``final`` that names its owner: ``.NAME.tmp-PID-HEX``
+    (the ID of the process writing it), so a cleanup can tell a live writer's temporary
+    from one left by a killed process (:func:`temp_owner`)."""
     final = Path(final)
-    return final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
+    return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+_OWNED = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}")
+
+
+def temp_owner(path: str | os.PathLike) -> int | None:
+    """PID of the process that made temporary ``path`` (None: a name without an owner)."""
+    m = _OWNED.search(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this ID exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -60,7 +85,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     fsynced and it takes the place of ``path``. An existing ``path`` is moved aside first and
     deleted only after the new folder is in place, so at every moment ``path`` is either the
     old folder or the complete new one. On an exception the temporary folder is deleted and
-    ``path`` is untouched."""
+    ``path`` is untouched. The parked old folder is named ``.NAME.tmp-PID-HEX.old`` (its
+    owner's PID): if the process dies between the two renames, it is recoverable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)

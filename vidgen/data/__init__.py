@@ -9,7 +9,8 @@ import importlib
 _EXPORTS = {
     "open_source": "sources", "FrameSource": "sources", "SourceMeta": "sources",
     "capture_times": "timestamps", "TimeReport": "timestamps", "parse_name": "timestamps",
-    "prepare": "prepare", "PrepareConfig": "prepare", "load_manifest": "prepare",
+    "prepare": "prepare", "PrepareConfig": "prepare", "load_manifest": "manifest",
+    "open_prepared": "manifest", "crop_resize": "resize",
     "ClipDataset": "datasets", "TimedFrameDataset": "datasets", "all_capture_times": "datasets",
     "InfiniteSampler": "sampler",
     "augment": "augment", "AugmentConfig": "augment",

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vidgen.data.meta import SourceMeta, check_frame_size
 from vidgen.errors import DataError
 
 _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, RuntimeError, EOFError)
@@ -24,7 +25,7 @@ _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, RuntimeErro
 
 @dataclass
 class VideoIndex:
-    meta: "object"            # SourceMeta (import cycle avoided)
+    meta: SourceMeta
     pts: np.ndarray           # [N] int64, sorted presentation timestamps
     key_of: np.ndarray        # [N] index of the keyframe to seek to for frame i
     times: np.ndarray         # [N] float64 seconds from the first frame
@@ -49,11 +50,12 @@ def _reason(exc: Exception) -> str:
 
 
 def build_index(path: Path) -> VideoIndex:
-    from vidgen.data.sources import SourceMeta
-
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        # the frame size from the header, before anything is decoded
+        check_frame_size(stream.codec_context.width or 1, stream.codec_context.height or 1, str(path))
+        created = _creation_time(container, stream)
         pts, keys = [], []
         try:
             for packet in container.demux(stream):
@@ -66,6 +68,7 @@ def build_index(path: Path) -> VideoIndex:
             pass  # a damaged tail: keep the packets read so far, decoding will verify them
         counting = any(p is None for p in pts) or len(set(pts)) != len(pts)
         first = _first_frame(container, stream, path)
+        check_frame_size(first.width, first.height, str(path))
         rotation = int(round(getattr(first, "rotation", 0) or 0)) % 360
         tb = stream.time_base or Fraction(1, 1000)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -101,8 +104,17 @@ def build_index(path: Path) -> VideoIndex:
     if rotation in (90, 270):
         h, w = w, h
     meta = SourceMeta(path=str(path), num_frames=n, width=w, height=h, fps=fps, avg_fps=avg_fps,
-                      duration=duration, vfr=vfr, backend="pyav", rotation=rotation)
+                      duration=duration, vfr=vfr, backend="pyav", rotation=rotation, creation_time=created)
     return VideoIndex(meta=meta, pts=pts_arr, key_of=key_of, times=times, counting=counting)
+
+
+def _creation_time(container, stream) -> str | None:
+    """The container's (else the stream's) ``creation_time`` tag, as written (ISO 8601)."""
+    for tags in (container.metadata, stream.metadata):
+        text = str((tags or {}).get("creation_time", "")).strip()
+        if text:
+            return text
+    return None
 
 
 def _first_frame(container, stream, path: Path):

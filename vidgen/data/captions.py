@@ -21,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from einops import rearrange
 
-from vidgen.data.datasets import ClipDataset, crop_resize
-from vidgen.data.prepare import MANIFEST, load_manifest
-from vidgen.data.sources import IMAGE_EXTS, FolderSource, natural_key, to_rgb
+from vidgen.data.datasets import ClipDataset, to_float
+from vidgen.data.images import IMAGE_EXTS, decode_image, read_file
+from vidgen.data.manifest import MANIFEST, load_manifest
+from vidgen.data.resize import crop_resize
+from vidgen.data.sources import FolderSource, natural_key
 from vidgen.errors import DataError
 
 
@@ -147,12 +149,9 @@ class CaptionedImages(torch.utils.data.Dataset):
         if self.base is not None:
             k, j = self.windows[i]
             return self.base.sources.read(k, [j])[0][0]
-        try:
-            with Image.open(self.files[i]) as im:
-                frame = torch.from_numpy(np.array(to_rgb(im)))
-        except OSError as exc:
-            raise DataError(f"{self.files[i]}: cannot read the image ({exc})") from None
-        return crop_resize(frame[None], (R, R))[0]
+        path = self.files[i]
+        frame = crop_resize(decode_image(read_file(path), str(path)), (R, R))  # centre crop, resize (METHODS.md 12)
+        return to_float(rearrange(torch.from_numpy(np.array(frame)), "h w c -> c h w"))
 
     def __getitem__(self, i: int) -> dict:
         x = self.image(i)

@@ -11,20 +11,21 @@ a clip is read with one batch request, i.e. one seek.
 
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
-from PIL import Image
 
-from vidgen.data.prepare import MANIFEST, discover, load_manifest, parse_resolution, res_name
-from vidgen.data.sources import FolderSource, open_source
-from vidgen.data.timestamps import capture_times
+from vidgen.data.align import Alignment
+from vidgen.data.manifest import MANIFEST, PreparedClip, load_manifest, parse_resolution, res_name
+from vidgen.data.meta import frames_per_chunk
+from vidgen.data.prepare import discover
+from vidgen.data.prepare_clip import align_clip
+from vidgen.data.resize import crop_resize, fit_box
+from vidgen.data.sources import FolderSource, VIDEO_EXTS, open_source
+from vidgen.data.timestamps import capture_times, parse_interval, video_times
 from vidgen.errors import DataError
 
 Resolution = tuple[int, int]
@@ -36,7 +37,7 @@ def _as_resolutions(resolution) -> list[Resolution] | None:
         return None
     if isinstance(resolution, str) or (len(resolution) == 2 and isinstance(resolution[0], int)):
         resolution = [resolution]
-    return [parse_resolution(r) if isinstance(r, str) else (int(r[0]), int(r[1])) for r in resolution]
+    return [parse_resolution(r) if isinstance(r, str) else parse_resolution(res_name(r)) for r in resolution]
 
 
 def to_float(frames: torch.Tensor) -> torch.Tensor:
@@ -44,43 +45,27 @@ def to_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.to(torch.float32) / 127.5 - 1.0
 
 
-def crop_resize(frames: torch.Tensor, res: Resolution) -> torch.Tensor:
-    """frames: uint8 [T, H, W, 3] -> float32 [T, 3, h, w] in [-1, 1]: centre crop to the
-    target aspect, then antialiased bilinear resize (as prepare does with PIL)."""
-    x = rearrange(frames, "t h w c -> t c h w")  # a channels-last view: torch's fast uint8 path
-    h, w = x.shape[-2:]
-    th, tw = res
-    if (h, w) != (th, tw):
-        ch, cw = (round(w * th / tw), w) if h * tw > w * th else (h, round(h * tw / th))
-        top, left = (h - ch) // 2, (w - cw) // 2
-        x = x[..., top:top + ch, left:left + cw]
-        x = F.interpolate(x, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
-    return to_float(x.contiguous())
-
-
-class _Shard:
-    """JPEG frames ``000000.jpg ...`` of one clip at one resolution (written by prepare)."""
-
-    def __init__(self, path: Path):
-        self.path, self._zip = path, zipfile.ZipFile(path)
-
-    def get(self, indices) -> np.ndarray:
-        out = []
-        for i in indices:
-            try:
-                with Image.open(io.BytesIO(self._zip.read(f"{int(i):06d}.jpg"))) as im:
-                    out.append(np.asarray(im.convert("RGB")))
-            except (KeyError, OSError) as exc:
-                raise DataError(f"{self.path}: frame {i} unreadable ({exc}); rerun `vidgen data prepare`") from None
-        return np.stack(out)
+def _tensor(frames: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """uint8 frames [T][H, W, 3] -> float32 [T, 3, H, W] in [-1, 1]."""
+    return to_float(rearrange(torch.from_numpy(np.stack(frames)), "t h w c -> t c h w"))
 
 
 class _SourceSet:
-    """The clips of a dataset root: lengths known up front, readers opened per process."""
+    """The clips of a dataset root: lengths known up front, readers opened per process.
 
-    def __init__(self, root, resolutions: list[Resolution] | None, backend: str):
+    Prepared datasets are read through PreparedClip (the one shard reader); raw sources are
+    read in byte-bounded chunks and crop-resized with vidgen/data/resize.py, exactly as
+    `vidgen data prepare` does, so both give the same pixels up to JPEG error. With
+    ``align`` (raw sources), each clip is registered once (vidgen/data/align.py) and read
+    as the common valid rectangle of its frames. A training folder is the user's own: its
+    symlinks are followed (a folder of links is a common way to pick clips from an archive)
+    unless ``follow_symlinks`` is False; symlink loops never are."""
+
+    def __init__(self, root, resolutions: list[Resolution] | None, backend: str, align: bool = False,
+                 follow_symlinks: bool = True):
         self.root, self.backend = Path(root), backend
         self.skipped: list[dict] = []
+        self.alignments: dict[int, Alignment] = {}
         self._pid, self._open = None, {}
         if (self.root / MANIFEST).is_file():
             self.manifest = load_manifest(self.root)
@@ -98,22 +83,32 @@ class _SourceSet:
             self.names = [c["name"] for c in self.clips]
         else:
             self.manifest = None
-            paths, self.skipped = discover([str(self.root)])
-            self.clips, self.lengths, self.names = [], [], []
-            for p in paths:
+            roots: list[Path] = []
+            paths, self.skipped = discover([str(self.root)], roots, follow_symlinks)
+            if follow_symlinks:
+                roots = [None] * len(paths)
+            self.clips, self.roots, self.lengths, self.names = [], [], [], []
+            for p, top in zip(paths, roots):
                 try:
-                    with open_source(p, backend) as src:
+                    with open_source(p, backend, root=top) as src:
                         self.lengths.append(len(src))
+                        self.skipped += getattr(src, "skipped", [])
                 except DataError as exc:
                     self.skipped.append({"path": str(p), "reason": str(exc)})
                     continue
                 self.clips.append(p)
+                self.roots.append(top)
                 self.names.append(p.name)
         if not self.clips:
             first = f": {self.skipped[0]['reason']}" if self.skipped else ""
             raise DataError(f"{self.root}: no readable clip ({len(self.skipped)} skipped{first}); "
                             "point to a prepared dataset or a folder of videos / frames")
         self.resolutions = resolutions
+        if align and self.manifest is None:
+            for k in range(len(self.clips)):
+                if self.lengths[k] > 1:
+                    src = self._reader(k, None)
+                    self.alignments[k] = align_clip(src, np.arange(len(src)))
 
     def _reader(self, k: int, res: Resolution | None):
         if self._pid != os.getpid():  # new worker process: never reuse the parent's handles
@@ -121,20 +116,31 @@ class _SourceSet:
         key = (k, res if self.manifest is not None else None)
         if key not in self._open:
             if self.manifest is not None:
-                self._open[key] = _Shard(self.root / res_name(res) / f"{self.clips[k]['id']}.zip")
+                self._open[key] = PreparedClip(self.root, res_name(res), self.clips[k])
             else:
-                self._open[key] = open_source(self.clips[k], self.backend)
+                self._open[key] = open_source(self.clips[k], self.backend, root=self.roots[k])
         return self._open[key]
 
     def read(self, k: int, indices) -> list[torch.Tensor]:
         """Frames ``indices`` of clip k at every resolution -> list of float [T, 3, H, W]."""
         if self.manifest is not None:
-            return [to_float(rearrange(torch.from_numpy(self._reader(k, r).get(indices)), "t h w c -> t c h w"))
-                    for r in self.resolutions]
-        frames = torch.from_numpy(self._reader(k, None).get(indices))
-        if self.resolutions is None:
-            return [to_float(rearrange(frames, "t h w c -> t c h w"))]
-        return [crop_resize(frames, r) for r in self.resolutions]
+            return [_tensor(self._reader(k, r).get(indices)) for r in self.resolutions]
+        src = self._reader(k, None)
+        h, w = src.meta.height, src.meta.width
+        al = self.alignments.get(k)
+        rect = al.valid_rect if al else (0.0, 0.0, float(w), float(h))
+        sizes = self.resolutions or [(int(rect[3] - rect[1]), int(rect[2] - rect[0]))]
+        boxes = [fit_box(rect, r) for r in sizes]
+        out: list[list[np.ndarray]] = [[] for _ in sizes]
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        step = frames_per_chunk(h, w)
+        for start in range(0, len(indices), step):  # bounded memory for any frame size
+            part = indices[start:start + step]
+            for i, frame in zip(part, src.get(part)):
+                for o, r, box in zip(out, sizes, boxes):
+                    o.append(crop_resize(frame, r, al.box(int(i), box) if al else box))
+            frame = None  # a view of the chunk: released before the next one is read
+        return [_tensor(o) for o in out]
 
     def __getstate__(self):  # open handles stay behind when pickled for a worker
         state = dict(self.__dict__)
@@ -153,12 +159,12 @@ class ClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root, clip_len: int, stride: int = 1, resolution=None,
-                 random_start: bool = True, backend: str = "auto"):
+                 random_start: bool = True, backend: str = "auto", follow_symlinks: bool = True):
         assert clip_len >= 1 and stride >= 1
         self.clip_len, self.stride, self.random_start = clip_len, stride, random_start
         res = _as_resolutions(resolution)
         self.multi = res is not None and len(res) > 1
-        self.sources = _SourceSet(root, res, backend)
+        self.sources = _SourceSet(root, res, backend, follow_symlinks=follow_symlinks)
         self.span = (clip_len - 1) * stride + 1
         self.clip_ids = [k for k, n in enumerate(self.sources.lengths) if n >= self.span]
         for k, n in enumerate(self.sources.lengths):
@@ -192,15 +198,23 @@ class ClipDataset(torch.utils.data.Dataset):
 
 
 class TimedFrameDataset(torch.utils.data.Dataset):
-    """Time-stamped frames from a prepared dataset (its capture times) or a raw folder of
+    """Time-stamped frames from a prepared dataset (its capture times), a raw folder of
     frames / of frame folders (times from names, EXIF or a sidecar; frames without a time are
-    left out and listed in ``skipped``). Items are in capture-time order."""
+    left out and listed in ``skipped``), or a time-lapse delivered as a video: frame i at
+    ``start`` + i * ``interval`` (``start`` default: the video's creation time). Items are in
+    capture-time order. ``align`` registers the frames of raw sources to a reference and
+    crops them to their common valid rectangle (vidgen/data/align.py)."""
 
-    def __init__(self, root, resolution=None, time_pattern: str | None = None, backend: str = "auto"):
+    def __init__(self, root, resolution=None, time_pattern: str | None = None, backend: str = "auto",
+                 start: str | None = None, interval: str | float | None = None, align: bool = False,
+                 follow_symlinks: bool = True):
         res = _as_resolutions(resolution)
         if res is not None and len(res) != 1:
             raise DataError("TimedFrameDataset takes one resolution")
-        self.sources = _SourceSet(root, res, backend)
+        step = parse_interval(interval) if interval not in (None, "") else None
+        if start and step is None:
+            raise DataError("--start needs --interval (the time between frames of the video, e.g. 60s)")
+        self.sources = _SourceSet(root, res, backend, align, follow_symlinks)
         self.skipped = self.sources.skipped
         items = []  # (time, clip number, frame index)
         for k, clip in enumerate(self.sources.clips):
@@ -209,14 +223,21 @@ class TimedFrameDataset(torch.utils.data.Dataset):
                     items.append((_epoch(t), k, j))
                 continue
             if not Path(clip).is_dir():
-                self.skipped.append({"path": str(clip), "reason": "a video has no capture times"})
+                if step is None or Path(clip).suffix.lower() not in VIDEO_EXTS:
+                    self.skipped.append({"path": str(clip), "reason": "a video has no capture times "
+                                         "(give start= and interval=, --start/--interval on the command line)"})
+                    continue
+                src = self.sources._reader(k, None)
+                times = video_times(start, step, range(len(src)), str(clip), src.meta.creation_time)
+                items += [(t.timestamp(), k, j) for j, t in enumerate(times)]
                 continue
-            rep = capture_times(FolderSource(clip).files, pattern=time_pattern)
+            rep = capture_times(FolderSource(clip, self.sources.roots[k]).files, pattern=time_pattern)
             self.skipped += [{"path": str(Path(clip) / f), "reason": r} for f, r in rep.unparseable]
             items += [(t.timestamp(), k, j) for j, t in enumerate(rep.times) if t is not None]
         if not items:
             raise DataError(f"{root}: no frame with a capture time; name frames like "
-                            "20130502_071500.jpg, pass time_pattern=, or add times.csv")
+                            "20130502_071500.jpg, pass time_pattern=, add times.csv, or for a video "
+                            "give its start and interval")
         items.sort()
         self.times = np.asarray([t for t, _, _ in items], dtype=np.float64)
         self.items = [(k, j) for _, k, j in items]

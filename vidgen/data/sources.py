@@ -14,42 +14,25 @@ count and on the pixels of the first, middle and last frame; otherwise PyAV is u
 from __future__ import annotations
 
 import functools
-import io
 import os
 import re
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vidgen.data import _pyav
+from vidgen.data.images import IMAGE_EXTS, decode_image, header_size, read_file
+from vidgen.data.meta import SourceMeta, max_frame_pixels
 from vidgen.errors import DataError
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+__all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "SourceMeta", "FrameSource", "FolderSource", "ZipSource",
+           "PyAVSource", "DecordSource", "open_source", "natural_key", "safe_member"]
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".m4v", ".avi", ".webm", ".mpg", ".mpeg", ".gif",
               ".wmv", ".flv", ".ts", ".mts", ".ogv")
 DECORD_EXTS = (".mp4", ".mkv", ".mov", ".m4v")
 DECORD_TOLERANCE = 2.0  # mean absolute difference, uint8 levels, allowed between backends
-
-
-@dataclass(frozen=True)
-class SourceMeta:
-    """What a source is: sizes are after rotation; ``fps`` is the nominal rate (None for
-    frame folders), ``avg_fps`` the measured one; ``vfr`` marks uneven frame timing."""
-
-    path: str
-    num_frames: int
-    width: int
-    height: int
-    fps: float | None
-    avg_fps: float | None
-    duration: float | None
-    vfr: bool
-    backend: str  # "pyav" | "decord" | "folder" | "zip"
-    rotation: int = 0
-    note: str = ""
 
 
 class FrameSource:
@@ -70,7 +53,11 @@ class FrameSource:
         frames = self._read([int(i) for i in uniq])  # sorted, unique
         if not frames:
             return np.zeros((0, self.meta.height, self.meta.width, 3), np.uint8)
-        return np.stack(frames)[inverse]
+        if len(frames) == 1 and len(idx) == 1:
+            return frames[0][None]  # a view: a large frame is not copied again
+        out = np.stack(frames)
+        del frames
+        return out if np.array_equal(idx, uniq) else out[inverse]
 
     def times(self) -> np.ndarray | None:
         """Presentation time of every frame in seconds from the first (None: no timing)."""
@@ -96,41 +83,6 @@ def natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def to_rgb(image: Image.Image) -> np.ndarray:
-    """PIL image in any mode -> uint8 [H, W, 3]; EXIF orientation applied, alpha over black."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(image, dtype=np.float64)
-        a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=-1)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        a = np.asarray(image.convert("RGBA"), dtype=np.uint16)
-        rgb = (a[..., :3] * a[..., 3:] + 127) // 255
-        return rgb.astype(np.uint8)
-    return np.asarray(image.convert("RGB"))
-
-
-def decode_image(data: bytes, name: str) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb(im)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{name}: cannot decode frame ({exc}); the image is damaged or "
-                        "not an image: replace or remove it") from None
-
-
-def _header_size(data_or_path, name: str) -> tuple[int, int]:
-    """(width, height) after EXIF orientation, reading only the header."""
-    try:
-        with Image.open(data_or_path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "WEBP", "PNG") else 1
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{name}: not a readable image ({exc}): replace or remove it") from None
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-
-
 class _ImageSequence(FrameSource):
     """Shared checks of a frame folder / zip: frames exist and all have one size."""
 
@@ -138,7 +90,7 @@ class _ImageSequence(FrameSource):
         if not names:
             raise DataError(f"{path}: no frames ({'/'.join(IMAGE_EXTS)}) found: point to a folder "
                             "or zip that contains image files")
-        sizes = [_header_size(opener(n), f"{path}/{n}") for n in names]
+        sizes = [header_size(opener(n), f"{path}/{n}") for n in names]
         first = sizes[0]
         for n, s in zip(names, sizes):
             if s != first:
@@ -150,10 +102,23 @@ class _ImageSequence(FrameSource):
 
 
 class FolderSource(_ImageSequence):
-    def __init__(self, path: str | os.PathLike):
+    """The image files of one folder, in natural name order. With ``root`` (the input folder
+    the user gave), a symlink that leads outside it is not followed: it is left out and
+    listed in ``skipped`` with the reason."""
+
+    def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None):
         self.path = Path(path)
-        self.names = sorted((p.name for p in self.path.iterdir()
-                             if p.suffix.lower() in IMAGE_EXTS and p.is_file()), key=natural_key)
+        self.skipped: list[dict] = []
+        names = []
+        for p in self.path.iterdir():
+            if p.suffix.lower() not in IMAGE_EXTS:
+                continue
+            outside = escapes(p, Path(root)) if root is not None else ""
+            if outside:
+                self.skipped.append({"path": str(p), "reason": outside})
+            elif p.is_file():
+                names.append(p.name)
+        self.names = sorted(names, key=natural_key)
         self._init_meta(self.path, self.names, lambda n: self.path / n, "folder")
 
     @property
@@ -164,8 +129,18 @@ class FolderSource(_ImageSequence):
         out = []
         for i in indices:
             p = self.path / self.names[i]
-            out.append(decode_image(p.read_bytes(), str(p)))
+            out.append(decode_image(read_file(p), str(p)))
         return out
+
+
+def escapes(path: Path, root: Path) -> str:
+    """'' when ``path`` stays inside ``root`` once symlinks are resolved, else the reason."""
+    if not path.is_symlink():
+        return ""
+    target, top = path.resolve(), root.resolve()
+    if target == top or top in target.parents:
+        return ""
+    return f"symlink to {target}, outside the input folder {root}; not followed"
 
 
 def safe_member(name: str) -> bool:
@@ -190,7 +165,18 @@ class ZipSource(_ImageSequence):
                                 "it (rebuild the zip with relative names)")
         self.names = sorted((m for m in members if m.startswith(prefix)
                              and PurePosixPath(m).suffix.lower() in IMAGE_EXTS), key=natural_key)
-        self._init_meta(self.path, self.names, lambda n: io.BytesIO(self._archive().read(n)), "zip")
+        self._init_meta(self.path, self.names, self._member, "zip")
+
+    def _member(self, name: str) -> bytes:
+        """The bytes of one entry, refused unread when it would inflate past any frame."""
+        info = self._archive().getinfo(name)
+        if info.file_size > 4 * max_frame_pixels():
+            raise DataError(f"{self.path}:{name}: inflates to {info.file_size} bytes, more than any "
+                            "frame (a zip bomb?); not read")
+        try:
+            return self._archive().read(info)
+        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{self.path}:{name}: cannot read the entry ({exc})") from None
 
     def _archive(self) -> zipfile.ZipFile:
         # a zip handle shared across fork() would share its file offset: reopen per process
@@ -199,8 +185,7 @@ class ZipSource(_ImageSequence):
         return self._zip
 
     def _read(self, indices):
-        z = self._archive()
-        return [decode_image(z.read(self.names[i]), f"{self.path}:{self.names[i]}") for i in indices]
+        return [decode_image(self._member(self.names[i]), f"{self.path}:{self.names[i]}") for i in indices]
 
     def close(self):
         if self._zip is not None and self._pid == os.getpid():
@@ -337,11 +322,14 @@ def _with_note(src: FrameSource, note: str) -> FrameSource:
     return src
 
 
-def open_source(path: str | os.PathLike, backend: str = "auto") -> FrameSource:
+def open_source(path: str | os.PathLike, backend: str = "auto",
+                root: str | os.PathLike | None = None) -> FrameSource:
     """Open a video file, a folder of frames or a zip of frames.
 
     ``backend`` applies to video files: "auto" (verified decord, else PyAV), "decord", "pyav".
-    Raises DataError naming the file and the reason for anything unreadable.
+    ``root``: the input folder a frame folder came from; frames that are symlinks leading
+    outside it are left out (``skipped``); None follows every symlink. Raises DataError naming the file and the reason
+    for anything unreadable.
     """
     if backend not in ("auto", "decord", "pyav"):
         raise DataError(f"unknown backend '{backend}': use auto, decord or pyav")
@@ -349,7 +337,7 @@ def open_source(path: str | os.PathLike, backend: str = "auto") -> FrameSource:
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     if p.is_dir():
-        return FolderSource(p)
+        return FolderSource(p, root)
     if p.stat().st_size == 0:
         raise DataError(f"{p}: file is empty (0 bytes)")
     if p.suffix.lower() == ".zip":

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from PIL import Image
-
+from vidgen.data.images import open_image
 from vidgen.errors import DataError
 
 # Built-in name patterns (strftime syntax), tried in this order by ``source="auto"``.
@@ -109,10 +109,12 @@ def parse_name(name: str, pattern: str) -> datetime:
 def read_exif_time(path: str | Path) -> datetime:
     """EXIF DateTimeOriginal (else DateTime), with OffsetTimeOriginal when present, as UTC."""
     try:
-        with Image.open(path) as im:
+        with open_image(path, str(path)) as im:  # the header only, size checked
+            if im.format not in ("JPEG", "WEBP", "TIFF") and "exif" not in im.info:
+                raise ValueError("no EXIF before the pixels (PNG and others: name the file by its time)")
             exif = im.getexif()
             sub = exif.get_ifd(0x8769)
-    except OSError as exc:
+    except (DataError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read EXIF ({exc})") from None
     text = sub.get(36867) or exif.get(306)
     if not text:
@@ -234,3 +236,42 @@ def capture_times(files, source: str = "auto", pattern: str | None = None,
     else:
         raise DataError(f"unknown time source '{source}': use auto, name, exif or sidecar")
     return _finish([str(n) for n in names], times, method, bad)
+
+
+_INTERVAL = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*")
+_UNIT = {"ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_interval(text: str | float) -> float:
+    """'60s', '15m', '1.5h', '1d', '500ms' or a number of seconds -> seconds (> 0)."""
+    m = _INTERVAL.fullmatch(str(text))
+    value = float(m.group(1)) * _UNIT[m.group(2) or "s"] if m else float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise DataError(f"--interval {text!r}: expected a positive time between frames, e.g. 60s, 15m or 1h")
+    return value
+
+
+def parse_start(text: str) -> datetime:
+    """The capture time of a video's first frame: ISO 8601 (no zone = UTC) or epoch seconds."""
+    try:
+        return parse_time_value(text)
+    except (ValueError, OverflowError, OSError):
+        raise DataError(f"--start {text!r}: expected an ISO 8601 time such as 2023-06-13T03:11:46 "
+                        "(UTC unless it has an offset)") from None
+
+
+def video_times(start: str | None, interval: float, indices, path: str, creation_time: str | None) -> list[datetime]:
+    """Capture times of a time-lapse delivered as one video: frame i at start + i * interval
+    (docs/METHODS.md section 12).
+    Without ``start`` the container's creation time is taken as the first frame's."""
+    if start:
+        t0 = parse_start(start)
+    elif creation_time:
+        try:
+            t0 = parse_time_value(creation_time)
+        except ValueError:
+            raise DataError(f"{path}: its creation time {creation_time!r} is not a time; pass --start") from None
+    else:
+        raise DataError(f"{path}: the video records no creation time, so its frames have no capture "
+                        "times; pass --start with the time of the first frame, e.g. --start 2023-06-13T03:11:46")
+    return [t0 + timedelta(seconds=float(i) * interval) for i in indices]

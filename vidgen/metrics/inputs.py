@@ -145,7 +145,7 @@ class ResizedVideo:
         return len(self.video)
 
     def get(self, indices) -> np.ndarray:
-        from vidgen.data.prepare import crop_resize
+        from vidgen.data.resize import crop_resize
 
         frames = self.video.get(indices)                 # uint8 [T, H, W, 3]
         return np.stack([np.asarray(crop_resize(f, self.res)) for f in frames])
@@ -158,7 +158,7 @@ def load_real(path: str | Path, resolution: str | None = None) -> RealVideos:
     = one video; ``resolution`` crop-resizes them). The cache identity is the SHA-256 of the
     manifest (prepared) or of the folder listing (raw), together with the resolution."""
     from vidgen.fileio import sha256_file
-    from vidgen.data.prepare import is_prepared, open_prepared, parse_resolution
+    from vidgen.data.manifest import is_prepared, open_prepared, parse_resolution
 
     root = Path(path).expanduser()
     if not root.is_dir():
