@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from vidgen.cli import main
-from vidgen.diffusion.recipe import load_denoiser
+from vidgen.diffusion.load import load_denoiser
 from vidgen.render.writer import read_png_settings
 
 
@@ -33,7 +33,7 @@ def trained_run(image_classes, tmp_path_factory):
                  "--out", str(out), "--set", "engine.steps=4", "--set", "engine.batch=4", "--set", "engine.workers=0",
                  "--set", "engine.checkpoint_every=4", "--set", "engine.sample_every=0", "--set", "ema.snapshot_every=1",
                  "--set", "data.resolution=8", "--set", "model.img_resolution=8", "--set", "data.class_from_folder=true",
-                 "--set", "model.label_dim=2"])
+                 "--set", "model.label_dim=2", "--set", "loss.label_dropout=0.2"])
     assert code == 0
     runs = sorted(p for p in out.iterdir() if p.is_dir())
     assert len(runs) == 1
@@ -57,6 +57,26 @@ def test_sample_cfg_interval_grid(trained_run, tmp_path, capsys):
     assert report["nfe"] == 11 and 0 < report["guide_nfe"] < 11
     settings = read_png_settings(out)
     assert settings["guidance"] == 2.0 and settings["interval"] == [0.28, 2.9]
+
+
+def test_cfg_needs_an_unconditional_model(image_classes, trained_run, tmp_path, capsys):
+    """A net trained without label dropout has no unconditional mode: --cfg is refused unless a
+    separate unconditional model is given with --guide."""
+    out = tmp_path / "runs"
+    assert main(["diffusion", "train", "--data", str(image_classes), "--config", "configs/diffusion/tiny.yaml",
+                 "--out", str(out), "--set", "engine.steps=1", "--set", "engine.batch=2", "--set", "engine.workers=0",
+                 "--set", "engine.checkpoint_every=1", "--set", "engine.sample_every=0", "--set", "data.resolution=8",
+                 "--set", "model.img_resolution=8", "--set", "data.class_from_folder=true",
+                 "--set", "model.label_dim=2"]) == 0
+    no_dropout = next(out.iterdir())
+    grid = str(tmp_path / "g.png")
+    capsys.readouterr()
+    assert main(["diffusion", "sample", "--net", str(no_dropout), "--cfg", "--guidance", "2", "--steps", "2",
+                 "--seeds", "0", "--out", grid]) == 2
+    assert "label dropout" in capsys.readouterr().err
+    assert main(["diffusion", "sample", "--net", str(no_dropout), "--cfg", "--guide", str(trained_run),
+                 "--guidance", "2", "--steps", "2", "--seeds", "0", "--out", grid]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["guide_nfe"] == 3
 
 
 def test_sample_folder_is_reproducible_per_seed(trained_run, tmp_path):

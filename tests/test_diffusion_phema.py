@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +137,51 @@ def test_combine_copies_constant_buffers():
     out = combine(states, np.array([0.3, 0.69]))  # weights summing to 0.99, as a fit may
     assert torch.equal(out["freqs"], torch.tensor([3.0, 4.0])) and out["n"].item() == 7
     assert torch.allclose(out["w"], torch.tensor([1.68, 3.36]))
+
+
+def test_streaming_accumulator_matches_weighted_sum_and_takes_named_buffers():
+    from vidgen.diffusion.phema import Accumulator
+    torch.manual_seed(0)
+    states = [{"w": torch.randn(3, 4), "b": torch.randn(2), "k": torch.tensor(5)} for _ in range(4)]
+    weights = np.array([0.1, -0.2, 0.5, 0.6])
+    acc = Accumulator(weights, buffers={"b"})
+    for s in states:
+        acc.add(s)
+    out = acc.result()
+    assert torch.allclose(out["w"], sum(w * s["w"] for w, s in zip(weights, states)).float(), atol=1e-6)
+    assert torch.equal(out["b"], states[-1]["b"]) and out["k"].item() == 5
+
+
+def test_edm2_snapshot_pickles_reproduce_the_reference_reconstruction(shared_data, tmp_path, capsys):
+    """EDM2's own power-EMA snapshots (nimg 1024 .. 5120, sigma_rel 0.05 / 0.10) -> sigma_rel
+    0.070 at 5120 images: the reference's coefficients and float16 network (phema/expected)."""
+    from safetensors.torch import load_file
+
+    from vidgen.cli import main
+    from vidgen.diffusion.load import load_denoiser
+    from vidgen.diffusion.phema import reconstruct_pickles
+
+    folder = shared_data / "reference" / "edm2" / "phema"
+    expected = load_file(str(folder / "expected.safetensors"))
+    [(state, info, config)] = reconstruct_pickles(folder / "snapshots", [0.07])
+    coefs, ref = np.asarray(info["weights"]), expected["coefs"].numpy().ravel()
+    assert info["nimg"] == 5120 and info["num_snapshots"] == 10 and len(ref) == 10
+    assert np.abs(coefs - ref).max() / np.abs(ref).max() < 1e-5
+    worst = 0.0
+    for key, value in expected.items():
+        if key.startswith("reconstructed/"):
+            name = key[len("reconstructed/"):]
+            ours = state["net." + name[len("unet."):] if name.startswith("unet.") else name]
+            assert ours.dtype == torch.float16  # stored like the reference's output
+            worst = max(worst, ((ours.float() - value).abs().max() / value.abs().max().clamp(min=1e-30)).item())
+    assert worst < 1e-5
+    # From the command line; the result samples.
+    out = tmp_path / "ph"
+    assert main(["diffusion", "phema", "--snapshots", str(folder / "snapshots"), "--sigma-rel", "0.07",
+                 "--out", str(out)]) == 0
+    path = out / "phema-0000005-0.070.safetensors"
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"] == str(path)
+    net, cfg = load_denoiser(path)
+    assert next(net.parameters()).dtype == torch.float16 and cfg.model.img_resolution == 8
+    assert main(["diffusion", "sample", "--net", str(path), "--seeds", "0-1", "--steps", "4",
+                 "--out", str(tmp_path / "g.png")]) == 0

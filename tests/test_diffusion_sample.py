@@ -107,7 +107,7 @@ def test_nfe_and_guide_only_inside_interval(mode):
                          interval=interval, labels=torch.zeros(2))
     sample(den, torch.randn(2, 3), cfg)
     assert den.nfe == 2 * 32 - 1 == expected_nfe(cfg)["nfe"]
-    t = edm_schedule(32).tolist()
+    t = edm_schedule(32, dtype=torch.float32).tolist()  # the trajectory runs in the noise's dtype
     evals = [t[0]] + [s for i in range(1, 32) for s in (t[i], t[i])]  # t_hat_i and t_{i+1}
     inside = [s for s in evals if 0.28 < s <= 2.9]
     assert den.guide_nfe == len(inside) == expected_nfe(cfg)["guide_nfe"]

@@ -149,3 +149,23 @@ def test_benchmark_definitions_load_and_validate(tmp_path, monkeypatch):
         load_benchmark(str(tmp_path / "mtb.yaml"))
     with pytest.raises(ConfigError, match="known: .*mtb"):
         load_benchmark("no_such_benchmark")
+
+
+def test_fd_dinov2_is_reported_beside_fid_when_its_detector_is_present(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDGEN_CACHE", str(tmp_path / "cache"))  # no detector files there
+    fake = FakeVideos("callable", "toy", generate=toy_generate)
+    opts = EvalOptions(["fid40_full"], detectors={"inception": RandomDetector(8), "dinov2": RandomDetector(8, seed=3)},
+                       stats_dir=tmp_path / "stats", progress=False)
+    rep = evaluate(_real(), fake, opts)
+    assert set(rep["metrics"]) == {"fid40_full", "fd_dinov2_40"}
+    e = rep["metrics"]["fd_dinov2_40"]
+    assert e["companion_of"] == "fid40_full" and e["num_fake"] == [40]
+    assert e["detector"]["sha256"] == RandomDetector(8, seed=3).sha256
+    assert e["value"] != rep["metrics"]["fid40_full"]["value"]
+    assert [n for n in rep["notes"] if n.startswith("CLIP-FD (clip_fd_40, beside fid40_full) skipped")]
+    alone = evaluate(_real(), fake, EvalOptions(["fid40_full"], detectors={"inception": RandomDetector(8)},
+                                                stats_dir=tmp_path / "stats", progress=False, companions=False))
+    assert set(alone["metrics"]) == {"fid40_full"} and alone["notes"] == []
+    with pytest.raises(VidgenError, match="dinov2_vitl14_pretrain.pth"):  # named explicitly: an error
+        evaluate(_real(), fake, EvalOptions(["fid40_full", "fd_dinov2_40"], detectors={"inception": RandomDetector(8)},
+                                            stats_dir=tmp_path / "stats", progress=False))

@@ -2,5 +2,6 @@
 
 from vidgen.registry import Family, register
 
-register(Family(name="timelapse", recipe="timelapse.recipe:TimelapseRecipe", kind="image",
-                summary="time-lapse GAN conditioned on capture time"))
+register(Family(name="timelapse", recipe="timelapse.recipe:TimelapseRecipe",
+                sampler="timelapse.family:open_sampler", kind="image",
+                summary="time-lapse GAN conditioned on capture time", group="timelapse"))

@@ -270,13 +270,29 @@ def _parser(sub, name, help_, epilog, func):
     return p
 
 
+DESCRIPTION = "Time-lapse GAN: train on time-stamped frames, re-render sequences, invert real frames, evaluate."
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `timelapse` script; `vidgen timelapse ...` has the same commands (see register)."""
+    parser = argparse.ArgumentParser(prog="timelapse", description=DESCRIPTION,
+                                     epilog="Run `timelapse COMMAND --help` for the options and examples of each.")
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return parser
+
+
+def register(subparsers) -> None:
+    """`vidgen timelapse train|render|invert|eval|inspect` (the same as the `timelapse` script)."""
+    p = subparsers.add_parser("timelapse", help="time-lapse GAN: train, render, invert, eval, inspect, import",
+                              description=DESCRIPTION,
+                              epilog="Run `vidgen timelapse COMMAND --help` for the options and examples of each.")
+    add_commands(p.add_subparsers(dest="timelapse_command", metavar="COMMAND"))
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def add_commands(sub) -> None:
     from vidgen.train.cli import add_train_arguments
 
-    parser = argparse.ArgumentParser(prog="timelapse", description="Time-lapse GAN: train on time-stamped frames, "
-                                     "re-render sequences, invert real frames, evaluate.",
-                                     epilog="Run `timelapse COMMAND --help` for the options and examples of each.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = _parser(sub, "train", "train on a folder of time-stamped frames or a prepared dataset", TRAIN_EPILOG, run_train)
     add_train_arguments(p, with_family=False)
     p.add_argument("--skip", action="append", default=[], metavar="A:B",
@@ -346,7 +362,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--skip", action="append", default=[], metavar="A:B")
     p.add_argument("--time-pattern", dest="time_pattern", default=None, help="strftime pattern of the frame names")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

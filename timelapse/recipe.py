@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -215,7 +216,9 @@ class TimelapseRecipe(Recipe):
             self.ada.step(step)
 
     def state_dict(self) -> dict:
-        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.data.axis.to_dict()}
+        # capture_seconds: the training frames' times, for equal-time evaluation (timelapse/family.py)
+        out = {"pl_mean": self.pl.pl_mean.detach().clone(), "time_axis": self.data.axis.to_dict(),
+               "capture_seconds": torch.from_numpy(np.asarray(self.data.seconds, dtype=np.float64))}
         if self.ada is not None:
             out["ada"] = self.ada.state_dict()
         return out

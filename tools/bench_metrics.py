@@ -26,7 +26,7 @@ import torch
 def _detector():
     from vidgen.metrics.detectors import RandomDetector
 
-    return RandomDetector(feature_dim=256, grid=16, hidden=2048, seed=0)
+    return RandomDetector(feature_dim=256, grid=8, hidden=256, seed=0)  # ~4M multiply-adds per frame
 
 
 def _fake(size: int):

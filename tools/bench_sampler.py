@@ -45,7 +45,7 @@ def main() -> None:
     cfg = SamplerConfig(steps=args.steps)
     noise = torch.randn(args.batch, args.channels, args.res, args.res, device=dev)
     labels = torch.arange(args.batch, device=dev) % 10
-    t = edm_schedule(args.steps).tolist()
+    t = edm_schedule(args.steps, dtype=noise.dtype).tolist()  # the trajectory runs in the noise's dtype
     sigmas = [t[0]] + [s for i in range(1, args.steps) for s in (t[i], t[i])]  # the sampler's 2N-1 calls
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
@@ -62,7 +62,7 @@ def main() -> None:
 
     with torch.inference_mode():
         sample(GuidedDenoiser(recorder, labels=labels), noise, cfg)
-    assert [s for _, s in recorded] == sigmas
+    assert [float(s) for _, s in recorded] == sigmas
 
     def run_bare() -> int:
         for x, s in recorded:

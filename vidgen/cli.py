@@ -5,11 +5,17 @@
     vidgen generate ...                 (vidgen/lvg/cli.py)
     vidgen eval ...                     (vidgen/metrics/cli.py)
     vidgen diffusion train|sample|phema|toy ...   (vidgen/diffusion/cli.py)
-    vidgen t2i ...                      (vidgen/stylegan_t/cli.py)
+    vidgen timelapse train|render|invert|eval|inspect (timelapse/cli.py; also the `timelapse` script)
+    vidgen t2i ... / vidgen stylegan-t generate|train|eval|import   (vidgen/stylegan_t/cli.py)
     vidgen import PICKLE --out RUN_DIR  (vidgen/import_cli.py)
 
 Each of those modules defines ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed namespace; returns an exit code or None).
+
+Every model family also has one command group with the same verbs (:func:`add_family_verbs`):
+``vidgen GROUP train | eval | import`` beside the group's own ones (``generate``, ``render``,
+``sample``, ...); the group is the family's ``group`` in vidgen/registry.py, e.g. ``vidgen lvg
+train lvg-lowres ...``, ``vidgen sg3 import FILE --out RUN``, ``vidgen timelapse eval``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ _COMMAND_MODULES = (
     "vidgen.lvg.cli",
     "vidgen.metrics.cli",
     "vidgen.diffusion.cli",
+    "timelapse.cli",
     "vidgen.stylegan_t.cli",
     "vidgen.import_cli",
 )
@@ -51,7 +58,48 @@ def build_parser(modules=_COMMAND_MODULES, prog: str = "vidgen") -> argparse.Arg
                 continue
             raise
         module.register(sub)
+    add_family_verbs(sub)
     return parser
+
+
+def _verbs(parser: argparse.ArgumentParser):
+    """The sub-command action of ``parser`` (None if it has none)."""
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def add_family_verbs(sub) -> None:
+    """Give every family group `train`, `eval` and `import` where its own command module did
+    not define them, with the options of `vidgen train`, `vidgen eval` and `vidgen import`."""
+    from vidgen import registry
+    from vidgen.import_cli import HELP as IMPORT_HELP, add_import_arguments
+    from vidgen.metrics.cli import DESCRIPTION as EVAL_DESCRIPTION, HELP as EVAL_HELP, add_eval_arguments
+    from vidgen.train.cli import add_train_arguments, run_train
+
+    groups: dict[str, list] = {}
+    for family in registry.families():
+        if family.group:
+            groups.setdefault(family.group, []).append(family)
+    for group, fams in groups.items():
+        parent = sub.choices.get(group)
+        if parent is None:
+            summary = fams[0].summary or group
+            parent = sub.add_parser(group, help=f"{summary}: train, eval, import",
+                                    description=f"{summary}.")
+            parent.set_defaults(func=lambda args, p=parent: p.print_help() or 2)
+        verbs = _verbs(parent) or parent.add_subparsers(dest=f"{group}_command", metavar="COMMAND")
+        trainable = [f.name for f in fams if f.recipe]
+        if trainable and "train" not in verbs.choices:
+            p = verbs.add_parser("train", help=f"train {', '.join(trainable)} (as `vidgen train`)",
+                                 description="Train with the shared engine (see `vidgen train --help`).")
+            add_train_arguments(p, with_family=len(trainable) > 1, families=trainable)
+            p.set_defaults(func=run_train, **({"family": trainable[0]} if len(trainable) == 1 else {}))
+        if "eval" not in verbs.choices:
+            p = verbs.add_parser("eval", help=EVAL_HELP, description=EVAL_DESCRIPTION)
+            add_eval_arguments(p)
+        importable = [f.name for f in fams if f.importer]
+        if importable and "import" not in verbs.choices:
+            p = verbs.add_parser("import", help=IMPORT_HELP, description=IMPORT_HELP)
+            add_import_arguments(p, importable)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:

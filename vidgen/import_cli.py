@@ -28,20 +28,31 @@ def _importable() -> list[str]:
     return [f.name for f in registry.families() if f.importer]
 
 
+HELP = "convert a published checkpoint (pickle) into a vidgen run folder"
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("import", help="convert a published checkpoint (pickle) into a vidgen run folder",
-                              description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("import", help=HELP, description=__doc__, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_import_arguments(p)
+
+
+def add_import_arguments(p: argparse.ArgumentParser, families: list[str] | None = None) -> None:
+    """The options of `vidgen import`; ``families`` limits --family (`vidgen FAMILY import`)."""
+    names = [f for f in _importable() if families is None or f in families]
     p.add_argument("pickle", metavar="PICKLE", help="published checkpoint (.pkl)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="new run folder to write (must not exist)")
-    p.add_argument("--family", default="auto", choices=["auto"] + _importable(), metavar="FAMILY",
-                   help=f"auto (default: the family that recognises the file) or one of: {', '.join(_importable())}")
-    p.set_defaults(func=run_import)
+    one = families is not None and len(names) == 1  # `vidgen FAMILY import`: that family
+    p.add_argument("--family", default=names[0] if one else "auto", choices=["auto"] + names,
+                   metavar="FAMILY",
+                   help=f"auto (the family that recognises the file) or one of: {', '.join(names)}")
+    p.set_defaults(func=run_import, import_families=names)
 
 
 def run_import(args: argparse.Namespace) -> int:
     from vidgen.train.published import load_and_convert, write_run
 
-    run = load_and_convert(args.pickle, args.family)
+    run = load_and_convert(args.pickle, args.family, getattr(args, "import_families", None))
     written = write_run(run, Path(args.out), Path(args.pickle))
     print(f"family:      {run.family}")
     if run.resolution:

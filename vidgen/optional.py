@@ -7,7 +7,7 @@ Heavy libraries of the field are extras, not requirements (pyproject.toml)::
     align   kornia (frame registration)
 
 ``require("open_clip", "text")`` returns the module or raises :class:`VidgenError` with the
-``pip install`` line. timm, open_clip and torch-fidelity import torchvision; see
+``pip install`` line. timm, open_clip, torch-fidelity and diffusers import torchvision; see
 :func:`_prepare_torchvision` for the one case where that needs help.
 """
 
@@ -20,7 +20,7 @@ from types import ModuleType
 
 from vidgen.errors import VidgenError
 
-_NEEDS_TORCHVISION = {"timm", "open_clip", "torch_fidelity"}
+_NEEDS_TORCHVISION = {"timm", "open_clip", "torch_fidelity", "diffusers"}
 _torchvision_ready = False
 
 

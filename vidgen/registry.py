@@ -10,7 +10,7 @@ are imported only when used, so registering costs nothing::
         recipe="vidgen.lvg.recipe:LowResRecipe",          # vidgen train lvg-lowres
         sampler="vidgen.lvg.family:open_lowres",         # vidgen eval --fake RUN, ...
         importer="vidgen.lvg.convert:LOWRES_IMPORTER",   # vidgen import PICKLE
-        kind="video"))
+        kind="video", group="lvg"))                      # vidgen lvg train|generate|eval|import
 
 The command line (`vidgen/families.py`) imports the built-in family packages and any package
 that declares the entry point group ``vidgen.families``; library code looks families up by
@@ -48,6 +48,7 @@ class Family:
     importer: str = ""  # "module:object" converting published checkpoints (see `vidgen import`)
     kind: Literal["video", "image"] = "video"
     summary: str = ""  # one line for --help
+    group: str = ""  # `vidgen GROUP train|eval|import|...` (families of one method share a group)
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -21,6 +21,7 @@ PREPARE_EPILOG = """examples:
   vidgen data prepare --benchmark my_defs/cams.yaml --from downloads/cams --out data/cams
   vidgen data prepare timelapse.mp4 --out data/tl --start 2023-06-13T03:11:46 --interval 60s --resolution 64x64
   vidgen data prepare webcam/ --out data/cam --align --resolution 128x128   # register shaky frames
+  vidgen data prepare images/ --out data/img256 --resolution 256x256 --quality 100 --latents stabilityai/sd-vae-ft-mse
 A time-lapse delivered as one video: frame i was captured at --start + i * --interval
 (without --start, the video's creation time). --align registers every frame of a clip to a
 reference frame (translation, sub-pixel), records each shift in manifest.json and crops
@@ -29,6 +30,9 @@ every frame to the area all of them cover.
 this command. Two runs cannot write one --out at a time (a lock file .NAME.lock beside it).
 Symlinks that lead outside an input folder are skipped with a line (--follow-symlinks reads
 them). Frames over 150 megapixels (VIDGEN_MAX_PIXELS) are refused from their headers.
+With --latents every prepared resolution is also encoded once with that VAE (a folder with
+config.json and diffusion_pytorch_model.safetensors, or a name under $VIDGEN_CACHE/vae/) into
+DIR/latents-HxW/ for `vidgen diffusion train` with data.latents: true (docs/DIFFUSION.md).
 With --benchmark the clip count, fps and resolutions are checked against the definition
 (recorded in manifest.json); a mismatch exits non-zero (with --strict nothing is written).
 Bad inputs are skipped with one line each and listed in DIR/report.json; the exit status is
@@ -92,6 +96,9 @@ def register(subparsers) -> None:
                    help="register every frame to a reference frame and crop to the common area")
     p.add_argument("--follow-symlinks", action="store_true",
                    help="read symlinks that lead outside the input folders (default: skip them with a line)")
+    p.add_argument("--latents", metavar="VAE", help="also encode every resolution with this VAE (diffusion latents)")
+    p.add_argument("--vae-sha256", default="", metavar="HEX", help="refuse a --latents VAE whose weights differ")
+    p.add_argument("--device", default="cpu", help="device of the --latents VAE")
     p.set_defaults(func=cmd_prepare)
 
     q = sub.add_parser("inspect", help="summary and contact sheet of a dataset or source",
@@ -136,6 +143,10 @@ def cmd_prepare(args) -> int:
         inputs.append(args.from_dir)
     if not inputs:
         raise DataError("no inputs: give video files or folders (or --benchmark NAME --from DIR)")
+    if args.latents:  # a missing VAE fails before any decoding
+        from vidgen.data.vae import resolve_vae
+
+        resolve_vae(args.latents, args.vae_sha256)
     cfg = PrepareConfig(inputs=inputs, out=args.out,
                         resolutions=[parse_resolution(r) for r in (resolutions or ["36x64"])],
                         fps=fps, trim=parse_trim(args.trim) if args.trim else None,
@@ -154,6 +165,10 @@ def cmd_prepare(args) -> int:
             raise DataError(f"{args.out} was written but does not match benchmark {bench.name} "
                             f"({bench.path}): " + "; ".join(problems))
         print(f"matches benchmark {bench.name} ({bench.path})")
+    if args.latents:
+        from vidgen.data.latents import encode_dataset
+
+        encode_dataset(args.out, args.latents, args.vae_sha256, device=args.device)
     return 0
 
 

@@ -4,4 +4,5 @@ post-hoc EMA, noise-range experts and the 2-D autoguidance toy (docs/DIFFUSION.m
 from vidgen.registry import Family, register
 
 register(Family(name="diffusion", recipe="vidgen.diffusion.recipe:DiffusionRecipe", kind="image",
-                summary="EDM/EDM2 image diffusion"))
+                sampler="vidgen.diffusion.generate:open_sampler", importer="vidgen.diffusion.convert:IMPORTER",
+                summary="EDM/EDM2 image diffusion", group="diffusion"))

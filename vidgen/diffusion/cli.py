@@ -4,6 +4,7 @@ and the 2-D autoguidance toy."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -24,10 +25,18 @@ SAMPLE_EPILOG = """examples:
   vidgen diffusion sample --net RUN --cfg --guidance 2.0 --interval 0.28,2.9 --steps 32 --class 3 --out grid.png
   vidgen diffusion sample --net RUN --guide GUIDE_RUN --guidance 2.0 --seeds 0-15 --out samples/
   vidgen diffusion sample --net LOW_RUN,HIGH_RUN --expert-boundaries 1.0 --seeds 0-15 --out experts.png
+  vidgen import edm2-img64-s-1073741-0.045.pkl --out runs/img64-s     # then the same for the XS guide
+  vidgen diffusion sample --net runs/img64-s --guide runs/img64-xs --guidance 1.7 --out g.png
+  vidgen diffusion sample --net runs/img512-s --guide runs/img512-xs-uncond --cfg --guidance 1.4 --out cfg.png
+  vidgen diffusion sample --net runs/edm-imagenet64 --steps 256 --S-churn 40 --S-min 0.05 --S-max 50 --S-noise 1.003 --out s.png
+CFG needs an unconditional model: the net's own when it was trained with label dropout, else
+a separate one given with --guide. Latent models are decoded with their VAE (encoder.vae, or --vae).
 """
 PHEMA_EPILOG = """examples:
   vidgen diffusion phema --snapshots runs/00001-diffusion-tiny-flowers-32x32-b32/phema --sigma-rel 0.05,0.10 --out phema-out
   vidgen diffusion phema --snapshots RUN/phema --sigma-rel 0.07 --step 4000 --out phema-out
+  vidgen diffusion phema --snapshots edm2-training-run/ --sigma-rel 0.07 --out phema-out   # EDM2's own pickles
+The result loads with `vidgen diffusion sample --net FILE.safetensors`.
 """
 TOY_EPILOG = """examples:
   vidgen diffusion toy --out toy
@@ -37,7 +46,7 @@ TOY_EPILOG = """examples:
 
 def register(subparsers) -> None:
     from vidgen.train.cli import add_train_arguments
-    p = subparsers.add_parser("diffusion", help="EDM2 image diffusion: train, sample, phema, toy",
+    p = subparsers.add_parser("diffusion", help="EDM/EDM2 image diffusion: train, sample (generate), phema, toy, eval, import",
                               description="EDM/EDM2 image diffusion with CFG, autoguidance and guidance intervals.")
     sub = p.add_subparsers(dest="diffusion_command", metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
@@ -48,21 +57,28 @@ def register(subparsers) -> None:
     t.add_argument("--init", metavar="CKPT", help="start from these weights (sets init): fine-tune an expert")
     t.set_defaults(func=run_train)
 
-    s = sub.add_parser("sample", help="sample images with Euler / Heun / stochastic samplers and guidance",
+    s = sub.add_parser("sample", aliases=["generate"], help="sample images with Euler / Heun / stochastic samplers and guidance",
                        epilog=SAMPLE_EPILOG, formatter_class=fmt)
-    s.add_argument("--net", required=True, metavar="CKPT", help="run / checkpoint folder or phema .safetensors; "
-                   "with --expert-boundaries, one per noise range, comma separated (low noise first)")
+    s.add_argument("--net", required=True, metavar="CKPT", help="run / checkpoint folder (trained or imported) or "
+                   "phema .safetensors; with --expert-boundaries, one per noise range, comma separated (low first)")
     s.add_argument("--expert-boundaries", metavar="S1,S2,..", help="sigma split points of noise-range experts")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--guide", metavar="CKPT", help="autoguidance: a weaker model with the same conditioning")
-    g.add_argument("--cfg", action="store_true", help="classifier-free guidance: the net without its class")
+    s.add_argument("--guide", metavar="CKPT", help="autoguidance: a weaker model with the same conditioning; "
+                   "with --cfg: the unconditional model")
+    s.add_argument("--cfg", action="store_true", help="classifier-free guidance: the net (or --guide) without the class")
     s.add_argument("--guidance", type=float, default=1.0, help="guidance weight w (1 = none)")
     s.add_argument("--interval", metavar="LO,HI", help="guide only when sigma is in (LO, HI], e.g. 0.28,2.9")
-    s.add_argument("--steps", type=int, default=32)
-    s.add_argument("--solver", choices=("heun", "euler"), default="heun")
-    s.add_argument("--churn", type=float, default=0.0, help="S_churn > 0: stochastic sampler")
+    s.add_argument("--steps", type=int, help="sampling steps (default: the run's sample.steps)")
+    s.add_argument("--solver", choices=("heun", "euler"), help="default: the run's (heun)")
+    s.add_argument("--churn", "--S-churn", dest="churn", type=float, help="S_churn > 0: stochastic sampler (EDM alg. 2)")
+    s.add_argument("--S-min", dest="s_tmin", type=float, help="churn only where sigma >= S_min")
+    s.add_argument("--S-max", dest="s_tmax", type=float, help="churn only where sigma <= S_max")
+    s.add_argument("--S-noise", dest="s_noise", type=float, help="scale of the churn noise (e.g. 1.003)")
+    s.add_argument("--dtype", choices=("float32", "float64"), help="of the trajectory (default: the run's; EDM "
+                   "imports float64, EDM2 float32)")
     s.add_argument("--seeds", default="0-15", help="seed list, e.g. 0-63 or 1,5,9")
-    s.add_argument("--class", dest="class_idx", type=int, help="class label (default: seed mod classes)")
+    s.add_argument("--class", dest="class_idx", type=int,
+                   help="class label (default: drawn from each seed, after its noise)")
+    s.add_argument("--vae", metavar="DIR", help="where the run's VAE is (default: its encoder.vae)")
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True, metavar="grid.png|DIR", help="a .png grid, or a folder of PNGs")
@@ -70,11 +86,13 @@ def register(subparsers) -> None:
 
     ph = sub.add_parser("phema", help="post-hoc EMA: reconstruct any sigma_rel from power-EMA snapshots",
                         epilog=PHEMA_EPILOG, formatter_class=fmt)
-    ph.add_argument("--snapshots", required=True, metavar="DIR", help="the run's phema/ folder")
+    ph.add_argument("--snapshots", required=True, metavar="DIR",
+                    help="the run's phema/ folder, or a folder of EDM2 network-snapshot-*.pkl")
     ph.add_argument("--sigma-rel", required=True, help="target widths, comma separated (each < 0.2887)")
     ph.add_argument("--out", required=True, metavar="DIR")
     ph.add_argument("--network", help="network name when the folder holds several")
-    ph.add_argument("--step", type=int, help="reconstruct at this step (default: the last snapshot)")
+    ph.add_argument("--step", type=int, help="reconstruct at this step (default: the last snapshot); for EDM2 "
+                    "pickles: at this many images seen")
     ph.add_argument("--from", dest="sources", help="use only snapshots of these tracked widths, e.g. 0.05,0.10")
     ph.set_defaults(func=run_phema)
 
@@ -98,8 +116,10 @@ def run_train(args) -> int:
         from vidgen.config import dump_yaml
         cfg = resolve_config(DiffusionRecipe, args)
         print(dump_yaml(cfg), end="")
-        n = count_parameters(build_denoiser(cfg.model, device="meta"))
-        print(json.dumps({"preset": cfg.model.preset, "parameters": n, "millions": round(n / 1e6, 3)}))
+        n = count_parameters(build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data, device="meta",
+                                            precond=cfg.precond))
+        print(json.dumps({"arch": cfg.model.arch, "precond": cfg.precond.kind, "preset": cfg.model.preset,
+                          "parameters": n, "millions": round(n / 1e6, 3)}))
         return 0
     return run_recipe(DiffusionRecipe, args)
 
@@ -128,10 +148,11 @@ def parse_interval(text: str | None):
 
 
 def run_sample(args) -> int:
-    from vidgen.diffusion.recipe import load_denoiser
-    from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
+    from vidgen.data.vae import LatentCodec
+    from vidgen.diffusion.generate import generate_images, sampler_config
+    from vidgen.diffusion.load import load_denoiser
     from vidgen.render.layout import grid
-    from vidgen.render.writer import save_png, to_uint8_frames
+    from vidgen.render.writer import save_png
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if args.expert_boundaries:
@@ -140,52 +161,66 @@ def run_sample(args) -> int:
             bounds = [float(v) for v in args.expert_boundaries.split(",")]
         except ValueError:
             raise VidgenError(f"--expert-boundaries {args.expert_boundaries!r}: give sigmas like 0.5,5") from None
-        experts = [load_denoiser(p, device)[0] for p in args.net.split(",")]
-        net, m = ExpertDenoiser(experts, bounds), experts[0].net.cfg
+        loaded = [load_denoiser(p, device) for p in args.net.split(",")]
+        net, cfg = ExpertDenoiser([d for d, _ in loaded], bounds), loaded[0][1]
     else:
-        net = load_denoiser(args.net, device)[0]
-        m = net.net.cfg
-    guide = load_denoiser(args.guide, device)[0] if args.guide else None
-    if args.cfg and not m.label_dim:
-        raise VidgenError(f"--cfg needs a class-conditional net; {args.net} is unconditional (use --guide)")
-    scfg = SamplerConfig(steps=args.steps, solver=args.solver, churn=args.churn, guidance=args.guidance,
-                         interval=parse_interval(args.interval))
+        net, cfg = load_denoiser(args.net, device)
+    guide, guide_cfg = load_denoiser(args.guide, device) if args.guide else (None, None)
+    check_guidance(args, cfg, guide_cfg)
+    scfg = sampler_config(cfg, steps=args.steps, solver=args.solver, churn=args.churn, s_tmin=args.s_tmin,
+                          s_tmax=args.s_tmax, s_noise=args.s_noise, dtype=args.dtype, guidance=args.guidance,
+                          interval=parse_interval(args.interval))
     scfg.check()
-    seeds = parse_seeds(args.seeds)
-    images, nfe, guide_nfe, t0 = [], 0, 0, time.perf_counter()
-    for i in range(0, len(seeds), args.batch):
-        chunk = seeds[i:i + args.batch]
-        noise = torch.stack([torch.randn(m.img_channels, m.img_resolution, m.img_resolution,
-                                         generator=torch.Generator().manual_seed(s)) for s in chunk]).to(device)
-        labels = None
-        if m.label_dim:
-            labels = torch.tensor([args.class_idx if args.class_idx is not None else s % m.label_dim for s in chunk],
-                                  device=device)
-        den = GuidedDenoiser(net, guide=guide, cfg=args.cfg, guidance=args.guidance, interval=scfg.interval,
-                             labels=labels)
-        with torch.no_grad():
-            x = sample(den, noise, scfg)
-        images.append(x[:, :3].clamp(-1, 1).cpu())  # latent models: the first 3 channels, undecoded
-        nfe, guide_nfe = den.nfe, den.guide_nfe
-    x = torch.cat(images)
-    settings = {"net": str(args.net), "guide": args.guide, "cfg": args.cfg, "guidance": args.guidance,
-                "interval": scfg.interval, "steps": args.steps, "solver": args.solver, "churn": args.churn,
-                "seeds": args.seeds, "class": args.class_idx, "nfe_per_batch": nfe, "guide_nfe_per_batch": guide_nfe}
-    out = Path(args.out)
-    frames = to_uint8_frames(x, layout="TCHW")
-    if out.suffix.lower() == ".png":
-        save_png(out, grid(list(frames)), settings)
+    encoder = cfg.encoder if not args.vae else dataclasses.replace(cfg.encoder, vae=args.vae)
+    seeds, t0 = parse_seeds(args.seeds), time.perf_counter()
+    from tqdm import tqdm
+    with tqdm(total=len(seeds), desc="sample", unit="image", disable=len(seeds) <= args.batch) as bar:
+        out = generate_images(net, cfg, seeds, scfg, guide=guide, use_cfg=args.cfg, class_idx=args.class_idx,
+                              batch=args.batch, device=device, codec=LatentCodec(encoder, device), progress=bar.update)
+    settings = {"net": str(args.net), "guide": args.guide, "cfg": args.cfg, "guidance": scfg.guidance,
+                "interval": scfg.interval, "steps": scfg.steps, "solver": scfg.solver, "churn": scfg.churn,
+                "S_min": scfg.s_tmin, "S_max": scfg.s_tmax, "S_noise": scfg.s_noise, "dtype": scfg.dtype,
+                "seeds": args.seeds, "class": args.class_idx, "nfe_per_batch": out.nfe,
+                "guide_nfe_per_batch": out.guide_nfe}
+    if cfg.encoder.kind == "vae":
+        settings["vae"] = encoder.vae
+    path = Path(args.out)
+    if path.suffix.lower() == ".png":
+        save_png(path, grid(list(out.images)), settings)
     else:
-        for s, img in zip(seeds, frames):
-            save_png(out / f"seed{s:06d}.png", img, settings)
-    print(json.dumps({"out": str(out), "images": len(seeds), "nfe": nfe, "guide_nfe": guide_nfe,
+        for s, img in zip(seeds, out.images):
+            save_png(path / f"seed{s:06d}.png", img, settings)
+    print(json.dumps({"out": str(path), "images": len(seeds), "nfe": out.nfe, "guide_nfe": out.guide_nfe,
                       "seconds": round(time.perf_counter() - t0, 2)}))
     return 0
 
 
+def check_guidance(args, cfg, guide_cfg) -> None:
+    """Refuse guidance the models cannot give: CFG needs an unconditional model, the net's
+    own (trained with label dropout) or a separate one (--guide); a guide must work in the
+    same space as the net."""
+    m = cfg.model
+    if args.cfg and not m.label_dim:
+        raise VidgenError(f"--cfg needs a class-conditional net; {args.net} is unconditional (use --guide for "
+                          "autoguidance)")
+    if args.cfg and guide_cfg is None and cfg.loss.label_dropout <= 0:
+        raise VidgenError(f"--cfg: {args.net} was trained without label dropout (loss.label_dropout = 0), so it has "
+                          "no unconditional mode; give its unconditional model with --guide (e.g. EDM2's "
+                          "*-uncond networks), or use --guide alone for autoguidance")
+    if guide_cfg is not None:
+        g = guide_cfg.model
+        if (g.img_channels, g.img_resolution) != (m.img_channels, m.img_resolution) or \
+                guide_cfg.encoder.kind != cfg.encoder.kind:
+            raise VidgenError(f"--guide {args.guide} works on {g.img_channels}x{g.img_resolution}x{g.img_resolution} "
+                              f"{guide_cfg.encoder.kind} data, the net on {m.img_channels}x{m.img_resolution}x"
+                              f"{m.img_resolution} {cfg.encoder.kind} data")
+        if not args.cfg and g.label_dim not in (0, m.label_dim):
+            raise VidgenError(f"--guide {args.guide} has {g.label_dim} classes, the net {m.label_dim}")
+
+
 def run_phema(args) -> int:
     from vidgen.config import load_yaml
-    from vidgen.diffusion.phema import reconstruct, write_reconstruction
+    from vidgen.diffusion.phema import list_pickles, reconstruct, reconstruct_pickles, write_reconstruction
     folder = Path(args.snapshots)
     if not folder.is_dir():
         raise VidgenError(f"--snapshots {folder}: not a folder; pass the run's phema/ folder")
@@ -194,9 +229,18 @@ def run_phema(args) -> int:
         sources = [float(v) for v in args.sources.split(",")] if args.sources else None
     except ValueError:
         raise VidgenError("--sigma-rel / --from: give numbers like 0.05,0.10") from None
+    out = Path(args.out)
+    if list_pickles(folder) and not any(folder.glob("*.safetensors")):  # EDM2's own snapshots
+        results = reconstruct_pickles(folder, targets, args.step, sources)
+        out.mkdir(parents=True, exist_ok=True)
+        for state, info, config in results:
+            path = out / f"phema-{info['nimg'] // 1000:07d}-{info['sigma_rel']:.3f}.safetensors"
+            write_reconstruction(path, state, {k: v for k, v in info.items() if k != "weights"}, config)
+            print(json.dumps({"out": str(path), **{k: info[k] for k in ("nimg", "sigma_rel", "num_snapshots",
+                                                                           "profile_error")}}))
+        return 0
     run_cfg = folder.parent / "config.yaml"
     config = load_yaml(run_cfg) if run_cfg.is_file() else None
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for state, info in reconstruct(folder, targets, args.network, args.step, sources):
         path = out / f"{info['network']}-phema-{info['step']:09d}-s{info['sigma_rel']:.4f}.safetensors"

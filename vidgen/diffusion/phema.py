@@ -9,7 +9,15 @@ same combination of the snapshots. The combination is the least-squares fit in L
 whose Gram matrix has the closed form of :func:`profile_dot`.
 
 Train-time tracking (the engine's ``EMASpec(kind="power", sigma_rels=(0.05, 0.10),
-snapshot_every=...)``) writes the snapshots; ``vidgen diffusion phema`` reconstructs.
+snapshot_every=...)``) writes the snapshots; ``vidgen diffusion phema`` reconstructs. It also
+reads EDM2's own snapshot pickles (``network-snapshot-<kimg>-<sigma_rel>.pkl``, read code-free
+by vidgen.safe_pickle), whose time unit is images seen: ``nimg = ceil(kimg * 1000 / 1024) *
+1024`` as EDM2 names them, snapshots at nimg 0 left out. There the reconstruction is the
+reference's, operation for operation: the least-squares weights normalised to sum to one,
+parameters accumulated in float32 in the order of (nimg, sigma_rel), buffers taken from the
+last snapshot, the result stored in float16 like the inputs.
+
+Snapshots are read one at a time: memory holds one snapshot and one sum per target width.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+import re
 
 from vidgen.errors import VidgenError
 from vidgen.fileio import write_safetensors
@@ -64,20 +74,56 @@ def discrete_profile(t: int, gamma: float) -> np.ndarray:
     return (tau / t) ** (gamma + 1) - ((tau - 1) / t) ** (gamma + 1)
 
 
+def normalised_weights(t_i, g_i, t_r: float, g_r: float) -> np.ndarray:
+    """:func:`solve_weights` scaled to sum to one, so a constant tensor reconstructs exactly."""
+    x = solve_weights(t_i, g_i, t_r, g_r)
+    return x / x.sum()
+
+
+class Accumulator:
+    """Streaming ``sum_i w_i state_i`` for floating tensors, snapshot by snapshot (``add`` in the
+    order of the weights). A tensor equal in every snapshot (a buffer such as the Fourier
+    frequencies, an integer counter) is copied instead; ``buffers``, when given, names the
+    tensors to take from the last snapshot whatever they hold. ``dtype`` is the precision of
+    the sums (float64; float32 replays EDM2's reconstruction)."""
+
+    def __init__(self, weights: np.ndarray, dtype: torch.dtype = torch.float64, buffers: set[str] | None = None):
+        self.weights, self.dtype, self.buffers = weights, dtype, buffers
+        self.sums: dict[str, torch.Tensor] = {}
+        self.first: dict[str, torch.Tensor] = {}
+        self.last: dict[str, torch.Tensor] = {}
+        self.constant: dict[str, bool] = {}
+        self.count = 0
+
+    def add(self, state: dict[str, torch.Tensor]) -> None:
+        w = float(self.weights[self.count])
+        for key, value in state.items():
+            if self.count == 0:
+                self.first[key], self.constant[key] = value, True
+            elif self.constant[key] and not torch.equal(value, self.first[key]):
+                self.constant[key] = False
+            self.last[key] = value
+            if value.is_floating_point() and (self.buffers is None or key not in self.buffers):
+                term = value.to(self.dtype) * w
+                self.sums[key] = term if key not in self.sums else self.sums[key].add_(term)
+        self.count += 1
+
+    def result(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The weighted sums, cast to ``dtype`` (default: each tensor's own)."""
+        assert self.count == len(self.weights), "add() every snapshot first"
+        out = {}
+        for key, last in self.last.items():
+            keep = key not in self.sums or (self.buffers is None and self.constant[key])
+            out[key] = last.clone() if keep else self.sums[key].to(dtype or last.dtype)
+        return out
+
+
 def combine(states: list[dict[str, torch.Tensor]], weights: np.ndarray) -> dict[str, torch.Tensor]:
-    """sum_i w_i state_i for floating tensors (in float64, cast back). Tensors equal in every
-    snapshot (buffers such as Fourier frequencies, integer counters) are copied, not summed:
-    the weights sum to 1 only up to the reconstruction error."""
-    out = {}
-    for key, last in states[-1].items():
-        if last.is_floating_point() and not all(torch.equal(s[key], last) for s in states[:-1]):
-            acc = torch.zeros_like(last, dtype=torch.float64)
-            for w, s in zip(weights, states):
-                acc += float(w) * s[key].to(torch.float64)
-            out[key] = acc.to(last.dtype)
-        else:
-            out[key] = last.clone()
-    return out
+    """sum_i w_i state_i (in float64, cast back), tensors equal in every state copied."""
+    acc = Accumulator(weights)
+    for state in states:
+        acc.add(state)
+    return acc.result()
 
 
 def reconstruct(folder: str | Path, sigma_rels: list[float], network: str | None = None,
@@ -101,18 +147,85 @@ def reconstruct(folder: str | Path, sigma_rels: list[float], network: str | None
         raise VidgenError(f"{folder}: no snapshot at or before step {t_r}")
     t_i = [info["step"] for _, info in snaps]
     g_i = [info["gamma"] for _, info in snaps]
-    states = [read_snapshot(p)[0] for p, _ in snaps]
-    results = []
+    infos, accs = [], []
     for s in sigma_rels:
-        try:
-            g_r = sigma_rel_to_gamma(s)
-        except ValueError as exc:
-            raise VidgenError(f"--sigma-rel {s}: {exc}") from None
-        x = solve_weights(t_i, g_i, t_r, g_r)
-        info = {"format": RECON_FORMAT, "network": nets[0], "step": int(t_r), "sigma_rel": s, "gamma": g_r,
-                "num_snapshots": len(t_i), "profile_error": profile_error(t_i, g_i, x, t_r, g_r)}
-        results.append((combine(states, x), info))
-    return results
+        g_r = _gamma(s)
+        x = normalised_weights(t_i, g_i, t_r, g_r)
+        infos.append({"format": RECON_FORMAT, "network": nets[0], "step": int(t_r), "sigma_rel": s, "gamma": g_r,
+                      "num_snapshots": len(t_i), "profile_error": profile_error(t_i, g_i, x, t_r, g_r)})
+        accs.append(Accumulator(x))
+    for p, _ in snaps:
+        state = read_snapshot(p)[0]
+        for acc in accs:
+            acc.add(state)
+    return [(acc.result(), info) for acc, info in zip(accs, infos)]
+
+
+def _gamma(sigma_rel: float) -> float:
+    try:
+        return sigma_rel_to_gamma(sigma_rel)
+    except ValueError as exc:
+        raise VidgenError(f"--sigma-rel {sigma_rel}: {exc}") from None
+
+
+# --- EDM2's snapshot pickles -----------------------------------------------------------------
+PICKLE_NAME = re.compile(r"^(.*)-(\d+)-(\d+\.\d+)\.pkl$")
+
+
+def list_pickles(folder: str | Path) -> list[tuple[Path, int, float]]:
+    """(path, nimg, sigma_rel) of EDM2's ``<prefix>-<kimg>-<sigma_rel>.pkl`` under ``folder``,
+    sorted by (nimg, sigma_rel)."""
+    out = []
+    for path in Path(folder).glob("*.pkl"):
+        m = PICKLE_NAME.match(path.name)
+        if m and path.is_file():
+            kimg = int(m.group(2))
+            out.append((path, (kimg * 1000 + 999) // 1024 * 1024, float(m.group(3))))
+    return sorted(out, key=lambda x: (x[1], x[2]))
+
+
+def reconstruct_pickles(folder: str | Path, sigma_rels: list[float], nimg: int | None = None,
+                        sources: list[float] | None = None) -> list[tuple[dict, dict, dict]]:
+    """Averages of EDM2 snapshot pickles (module docstring) for each target ``sigma_rel`` at
+    ``nimg`` (default: the last). -> [(vidgen state dict, info, diffusion config)]"""
+    from vidgen import safe_pickle
+    from vidgen.diffusion.convert import convert_tree
+
+    pkls = list_pickles(folder)
+    if sources is not None:
+        pkls = [p for p in pkls if any(abs(p[2] - s) < 1e-9 for s in sources)]
+    if not pkls:
+        raise VidgenError(f"{folder}: no EDM2 snapshot pickles (<prefix>-<kimg>-<sigma_rel>.pkl)")
+    t_r = nimg if nimg is not None else max(n for _, n, _ in pkls)
+    if not any(n == t_r for _, n, _ in pkls):
+        raise VidgenError(f"{folder}: no snapshot at {t_r} images; reconstruct at the time of one of them")
+    pkls = [p for p in pkls if 0 < p[1] <= t_r]
+    t_i, g_i = [n for _, n, _ in pkls], [sigma_rel_to_gamma(s) for _, _, s in pkls]
+    infos, accs = [], []
+    for s in sigma_rels:
+        g_r = _gamma(s)
+        x = normalised_weights(t_i, g_i, t_r, g_r)
+        infos.append({"format": RECON_FORMAT, "network": "net", "nimg": int(t_r), "sigma_rel": s, "gamma": g_r,
+                      "num_snapshots": len(t_i), "profile_error": profile_error(t_i, g_i, x, t_r, g_r),
+                      "weights": x.tolist(), "sources": [p.name for p, _, _ in pkls]})
+        accs.append(None)
+    config = None
+    for path, _, _ in pkls:
+        tree = safe_pickle.load(path)
+        config, state, _ = convert_tree(tree, path)
+        prefix = len("unet.")
+        buffers = {("net." + k[prefix:] if k.startswith("unet.") else k)
+                   for k in safe_pickle.state_dict(tree["ema"]) if k not in _param_names(tree["ema"])}
+        for j, info in enumerate(infos):
+            if accs[j] is None:
+                accs[j] = Accumulator(np.asarray(info["weights"]), torch.float32, buffers)
+            accs[j].add(state)
+    return [(acc.result(), info, config) for acc, info in zip(accs, infos)]
+
+
+def _param_names(record) -> set[str]:
+    from vidgen import safe_pickle
+    return set(safe_pickle.parameters(record))
 
 
 def write_reconstruction(path: Path, state: dict[str, torch.Tensor], info: dict[str, Any],

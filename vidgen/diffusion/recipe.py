@@ -1,57 +1,30 @@
-"""EDM2 training on the shared engine (METHODS.md sections 3-4), and loading trained
-denoisers back from checkpoints, power-EMA snapshots and post-hoc reconstructions.
+"""EDM / EDM2 training on the shared engine (METHODS.md sections 3-4).
 
 Data: a folder of images, a folder of frame folders / videos, or a prepared dataset, read
 through ``vidgen.data.datasets.ClipDataset`` one frame at a time; with
 ``data.class_from_folder`` the class of an image is the index of its sub-folder (clip).
+With ``data.latents`` the model trains in a VAE's latent space on the latents that
+``vidgen data prepare --latents VAE`` wrote for the pixel resolution ``data.resolution``
+(vidgen/data/vae.py): the ``encoder`` section is completed from that dataset (the VAE, the
+SHA-256 of its weights, the measured raw statistics) unless it sets them, so the run's
+config says how to decode its samples. Loading trained denoisers: load.py.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
-from vidgen.diffusion.edm import Denoiser, LossConfig, edm_loss
+from vidgen.data.vae import LatentCodec
+from vidgen.diffusion.config import DiffusionConfig, DiffusionDataConfig, OptimConfig  # noqa: F401  (public here)
+from vidgen.diffusion.edm import edm_loss
+from vidgen.diffusion.load import load_denoiser, load_weights  # noqa: F401  (public here)
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
-from vidgen.diffusion.unet import UNetConfig, build_denoiser
-from vidgen.errors import ConfigError, VidgenError
-from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
-
-
-@dataclass
-class DiffusionDataConfig:
-    path: str = ""
-    resolution: int = 32  # square side; images are centre-cropped and resized
-    class_from_folder: bool = False  # label = sub-folder (clip) index; needs model.label_dim = #folders
-    xflip: bool = False
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 0.0100  # alpha_ref (EDM2: 0.0120 XS ... 0.0065 XXL)
-    ref_steps: int = 70000  # t_ref of lr = alpha_ref / sqrt(max(t / t_ref, 1))
-    rampup_steps: int = 0
-    betas: tuple[float, float] = (0.9, 0.99)
-
-
-@dataclass
-class DiffusionConfig:
-    engine: EngineConfig = field(default_factory=lambda: EngineConfig(steps=2000, batch=32))
-    data: DiffusionDataConfig = field(default_factory=DiffusionDataConfig)
-    model: UNetConfig = field(default_factory=lambda: UNetConfig(preset="tiny", img_resolution=32,
-                                                                 img_channels=3, label_dim=0))
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    ema: EMASpec = field(default_factory=lambda: EMASpec(kind="power", sigma_rels=(0.05, 0.10), snapshot_every=0))
-    augment: AugmentSpec = field(default_factory=AugmentSpec)  # kind "none" only (data.xflip flips real images)
-    sample: SamplerConfig = field(default_factory=lambda: SamplerConfig(steps=32))
-    init: str = ""  # checkpoint / reconstruction to start from (fine-tuning a noise-range expert)
+from vidgen.diffusion.unet import build_denoiser
+from vidgen.errors import ConfigError
+from vidgen.train.recipe import EMASpec, OptimizerSpec, Phase, Recipe
 
 
 class ImageItems(torch.utils.data.Dataset):
@@ -75,6 +48,38 @@ class ImageItems(torch.utils.data.Dataset):
         return {"x": x, "label": self.base.windows[i][0]}
 
 
+class LatentItems(torch.utils.data.Dataset):
+    """Raw latents of every frame (vidgen/data/latents.py) as {"raw": [2C, r, r], "label"};
+    completes ``cfg.encoder`` from the dataset and checks the model's shape against it."""
+
+    def __init__(self, cfg: "DiffusionConfig"):
+        from vidgen.data.latents import LatentDataset
+        if not cfg.data.path:
+            raise ConfigError("data.path: give a prepared dataset with latents (vidgen data prepare --latents VAE)")
+        r = cfg.data.resolution
+        self.base = LatentDataset(cfg.data.path, f"{r}x{r}")
+        self.num_classes = self.base.num_classes
+        info, enc, m = self.base.info, cfg.encoder, cfg.model
+        c, h, w = info["latent_shape"]
+        if (m.img_channels, m.img_resolution) != (c, h) or h != w:
+            raise ConfigError(f"model.img_channels / model.img_resolution are {m.img_channels} / {m.img_resolution}, "
+                              f"the latents of {cfg.data.path} at {r}x{r} are {c} x {h}x{w}; set them to match")
+        if enc.vae_sha256 and enc.vae_sha256 != info["vae_sha256"]:
+            raise ConfigError(f"encoder.vae_sha256 is {enc.vae_sha256}, but {cfg.data.path} was encoded with VAE "
+                              f"weights {info['vae_sha256']}")
+        enc.vae = enc.vae or info["vae"]
+        enc.vae_sha256 = info["vae_sha256"]
+        if enc.scale is None and enc.raw_mean is None:
+            enc.raw_mean, enc.raw_std = tuple(info["raw_mean"]), tuple(info["raw_std"])
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        raw, label = self.base[i]
+        return {"raw": raw, "label": label}
+
+
 class DiffusionRecipe(Recipe):
     family = "diffusion"
     config_class = DiffusionConfig
@@ -82,10 +87,21 @@ class DiffusionRecipe(Recipe):
     def __init__(self, cfg: DiffusionConfig, device: torch.device):
         super().__init__(cfg, device)
         cfg.augment.check(("none",))
-        if cfg.model.img_resolution != cfg.data.resolution:
+        if cfg.data.latents:
+            if cfg.data.xflip:
+                raise ConfigError("data.xflip: flipping latents is not flipping images; encode flipped images instead")
+            cfg.encoder.kind = "vae"
+        elif cfg.encoder.kind == "vae":
+            raise ConfigError("encoder.kind 'vae' trains on latents: set data.latents: true (and encode the dataset "
+                              "with `vidgen data prepare --latents VAE`)")
+        elif cfg.model.img_resolution != cfg.data.resolution:
             raise ConfigError(f"model.img_resolution ({cfg.model.img_resolution}) must equal data.resolution "
                               f"({cfg.data.resolution})")
-        self.net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data).to(device)
+        self.codec = LatentCodec(cfg.encoder, device)
+        self.net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data, precond=cfg.precond).to(device)
+        if cfg.loss.uncertainty and not self.net.has_logvar:
+            raise ConfigError("loss.uncertainty needs the uncertainty head: set model.logvar_channels (e.g. 128) "
+                              "or loss.uncertainty: false")
         if cfg.init:
             state, _ = load_weights(cfg.init)
             self.net.load_state_dict(state)
@@ -95,7 +111,7 @@ class DiffusionRecipe(Recipe):
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
         o = self.cfg.optim
-        return {"net": OptimizerSpec(("net",), o.lr, betas=tuple(o.betas), schedule="inv_sqrt",
+        return {"net": OptimizerSpec(("net",), o.lr, betas=tuple(o.betas), schedule=o.schedule,
                                      ref_steps=o.ref_steps, rampup_steps=o.rampup_steps)}
 
     def phases(self) -> list[Phase]:
@@ -105,7 +121,7 @@ class DiffusionRecipe(Recipe):
         return {"net": self.cfg.ema}
 
     def dataset(self) -> torch.utils.data.Dataset:
-        ds = ImageItems(self.cfg.data)
+        ds = LatentItems(self.cfg) if self.cfg.data.latents else ImageItems(self.cfg.data)
         m = self.cfg.model
         if self.cfg.data.class_from_folder and m.label_dim != ds.num_classes:
             raise ConfigError(f"model.label_dim is {m.label_dim} but {self.cfg.data.path} has {ds.num_classes} "
@@ -113,7 +129,7 @@ class DiffusionRecipe(Recipe):
         return ds
 
     def loss(self, batch, step: int):
-        x = batch["x"]  # [B, 3, R, R]
+        x = self.codec.encode_latents(batch["raw"]) if "raw" in batch else batch["x"]  # [B, C, R, R]
         labels = batch["label"] if self.cfg.data.class_from_folder and self.cfg.model.label_dim else None
         loss = edm_loss(self.net, x, labels, self.cfg.loss).mean()
         return loss, {"loss": loss.detach()}
@@ -124,8 +140,12 @@ class DiffusionRecipe(Recipe):
         gen = torch.Generator(device=self.device).manual_seed(seed)
         noise = torch.randn(num, m.img_channels, m.img_resolution, m.img_resolution, generator=gen, device=self.device)
         labels = torch.arange(num, device=self.device) % m.label_dim if m.label_dim else None
-        scfg = SamplerConfig(steps=min(self.cfg.sample.steps, 16))
-        return sample(GuidedDenoiser(net, labels=labels), noise, scfg).clamp(-1, 1)
+        scfg = SamplerConfig(steps=min(self.cfg.sample.steps, 16), dtype=self.cfg.sample.dtype)
+        with torch.no_grad():
+            x = sample(GuidedDenoiser(net, labels=labels), noise, scfg).float()
+        if self.cfg.encoder.kind == "vae":  # decoded with the dataset's VAE
+            return self.codec.decode(x).float() / 127.5 - 1
+        return x.clamp(-1, 1)
 
     def run_name(self) -> str:
         name = Path(self.cfg.data.path.rstrip("/")).name or "data"
@@ -133,41 +153,4 @@ class DiffusionRecipe(Recipe):
         return f"diffusion-{self.cfg.model.preset or 'custom'}-{name}-{r}x{r}-b{self.cfg.engine.batch}"
 
 
-# --- loading trained denoisers ---------------------------------------------------------------
-def load_weights(path: str | Path, network: str = "net_ema") -> tuple[dict[str, torch.Tensor], dict]:
-    """(state dict, config dict) from a run / checkpoint folder (``network``), a post-hoc EMA
-    reconstruction (config embedded) or a power-EMA snapshot in ``RUN/phema/`` (config from
-    ``RUN/config.yaml``)."""
-    path = Path(path)
-    if not path.exists():
-        raise VidgenError(f"{path} does not exist; pass a run folder, a checkpoint folder or a .safetensors "
-                          "written by `vidgen diffusion phema`")
-    if path.suffix == ".safetensors" and path.is_file():
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if "config" in meta:
-            config = json.loads(meta["config"])
-        else:
-            run_cfg = path.parent.parent / "config.yaml"
-            if "vidgen" not in meta or not run_cfg.is_file():
-                raise VidgenError(f"{path} carries no config and has no run config.yaml two folders up; "
-                                  "use a checkpoint folder or a file from `vidgen diffusion phema`")
-            from vidgen.config import load_yaml
-            config = load_yaml(run_cfg)
-        return load_file(str(path)), config
-    from vidgen.train.checkpoint import read_checkpoint, resolve_checkpoint
-    c = read_checkpoint(resolve_checkpoint(path))
-    if c.family != "diffusion":
-        raise VidgenError(f"{c.path} is a {c.family!r} checkpoint, not a diffusion one")
-    name = network if network in c.network_names else "net"
-    return c.network_state(name), c.config
 
-
-def load_denoiser(path: str | Path, device="cpu", network: str = "net_ema") -> tuple[Denoiser, DiffusionConfig]:
-    """A trained denoiser in eval mode (EMA copies must not renormalise their weights)."""
-    from vidgen.config import config_from_dict
-    state, config = load_weights(path, network)
-    cfg = config_from_dict(DiffusionConfig, config)
-    net = build_denoiser(cfg.model, sigma_data=cfg.loss.sigma_data)
-    net.load_state_dict(state)
-    return net.to(device).eval().requires_grad_(False), cfg

@@ -1,4 +1,5 @@
-"""The EDM2 magnitude-preserving U-Net (METHODS.md section 4) with named presets.
+"""The ``model`` config section of every architecture, and the EDM2 magnitude-preserving U-Net
+(METHODS.md section 4) with named presets.
 
 Encoder: a 3x3 input conv (with an extra constant-1 channel), then per resolution a down-
 sampling block and ``num_blocks`` blocks; decoder: two middle blocks, then per resolution an
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -23,10 +25,15 @@ from vidgen.nn.attention import attention
 from vidgen.nn.mp import MPConv, MPFourier, mp_cat, mp_silu, mp_sum, normalize, resample
 
 
+Arch = Literal["edm2", "ddpmpp", "ncsnpp", "adm"]
+
+
 @dataclass
 class UNetConfig:
-    """Shape of the network (the ``model`` section of a diffusion config)."""
+    """Shape of the network (the ``model`` section of a diffusion config). Fields left at None
+    come from the preset, then from the defaults of ``arch`` (:data:`ARCH_DEFAULTS`)."""
 
+    arch: Arch = "edm2"  # edm2: MP U-Net (this file); ddpmpp / ncsnpp: song_unet.py; adm: adm.py
     preset: str = ""  # "xs".."xxl" / "tiny": fills the fields below that are left at None
     img_resolution: int = 64
     img_channels: int = 4
@@ -37,6 +44,16 @@ class UNetConfig:
     attn_resolutions: tuple[int, ...] | None = None
     dropout: float | None = None
     channels_per_head: int = 64
+    channel_mult_emb: int | None = None  # embedding width / model_channels (edm2 default: max(channel_mult))
+    channel_mult_noise: int | None = None  # noise embedding width / model_channels (edm2: channel_mult[0])
+    logvar_channels: int | None = None  # EDM2 uncertainty head (edm2: 128); 0: none
+    # EDM's networks (DDPM++ / NCSN++ / ADM)
+    augment_dim: int = 0  # augmentation-label input (9 in the published DDPM++ / NCSN++ models; never fed)
+    embedding_type: Literal["positional", "fourier"] | None = None
+    encoder_type: Literal["standard", "skip", "residual"] | None = None
+    decoder_type: Literal["standard", "skip"] | None = None
+    resample_filter: tuple[int, ...] | None = None
+    # EDM2 only
     token_dim: int = 0  # > 0: cross-attention to [B, T, token_dim] token embeddings
     cross_attn_resolutions: tuple[int, ...] = (16, 8)
     res_balance: float = 0.3
@@ -57,23 +74,42 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(model_channels=32, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), dropout=0.0,
                  channels_per_head=32),
 }
-_DEFAULTS = dict(channel_mult=(1, 2, 3, 4), num_blocks=3, attn_resolutions=(16, 8), dropout=0.0)
+# Defaults of each architecture (EDM2 train_edm2.py; EDM train.py and its networks, appendix F.2).
+_SONG = dict(model_channels=128, channel_mult=(2, 2, 2), channel_mult_emb=4, num_blocks=4, attn_resolutions=(16,),
+             dropout=0.10, logvar_channels=0, encoder_type="standard", decoder_type="standard")
+ARCH_DEFAULTS: dict[str, dict] = {
+    "edm2": dict(channel_mult=(1, 2, 3, 4), num_blocks=3, attn_resolutions=(16, 8), dropout=0.0, logvar_channels=128),
+    "ddpmpp": dict(_SONG, channel_mult_noise=1, embedding_type="positional", resample_filter=(1, 1)),
+    "ncsnpp": dict(_SONG, channel_mult_noise=2, embedding_type="fourier", encoder_type="residual",
+                   resample_filter=(1, 3, 3, 1)),
+    "adm": dict(model_channels=192, channel_mult=(1, 2, 3, 4), channel_mult_emb=4, num_blocks=3,
+                attn_resolutions=(32, 16, 8), dropout=0.10, logvar_channels=0),
+}
+_RESOLVED = ("model_channels", "channel_mult", "num_blocks", "attn_resolutions", "dropout", "channel_mult_emb",
+             "channel_mult_noise", "logvar_channels", "embedding_type", "encoder_type", "decoder_type",
+             "resample_filter")
 
 
 def resolve(cfg: UNetConfig) -> UNetConfig:
-    """Fill the fields left at None from the preset, then from the EDM2 defaults."""
+    """Fill the fields left at None from the preset, then from the defaults of ``cfg.arch``."""
     if cfg.preset and cfg.preset.lower() not in PRESETS:
         raise ConfigError(f"model.preset: unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
+    if cfg.arch not in ARCH_DEFAULTS:
+        raise ConfigError(f"model.arch: unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCH_DEFAULTS)}")
     preset = PRESETS.get(cfg.preset.lower(), {}) if cfg.preset else {}
+    defaults = ARCH_DEFAULTS[cfg.arch]
     out = {}
-    for key in ("model_channels", "channel_mult", "num_blocks", "attn_resolutions", "dropout"):
+    for key in _RESOLVED:
         val = getattr(cfg, key)
-        out[key] = val if val is not None else preset.get(key, _DEFAULTS.get(key))
+        out[key] = val if val is not None else preset.get(key, defaults.get(key))
     if out["model_channels"] is None:
         raise ConfigError("model.model_channels: set it, or choose model.preset (xs, s, m, l, xl, xxl, tiny)")
     if "channels_per_head" in preset and cfg.channels_per_head == 64:
         out["channels_per_head"] = preset["channels_per_head"]
-    out["channel_mult"], out["attn_resolutions"] = tuple(out["channel_mult"]), tuple(out["attn_resolutions"])
+    for key in ("channel_mult", "attn_resolutions", "resample_filter"):
+        out[key] = tuple(out[key]) if out[key] is not None else None
+    if cfg.arch != "edm2" and cfg.token_dim:
+        raise ConfigError(f"model.token_dim: cross-attention exists only in the edm2 U-Net, not in {cfg.arch}")
     return replace(cfg, **out)
 
 
@@ -150,7 +186,8 @@ class UNet(nn.Module):
         cfg = resolve(cfg)
         self.cfg = cfg
         cblock = [cfg.model_channels * m for m in cfg.channel_mult]
-        cnoise, cemb = cblock[0], max(cblock)
+        cnoise = cfg.model_channels * cfg.channel_mult_noise if cfg.channel_mult_noise else cblock[0]
+        cemb = cfg.model_channels * cfg.channel_mult_emb if cfg.channel_mult_emb else max(cblock)
         cross = cfg.token_dim > 0
         self.out_gain = nn.Parameter(torch.zeros([]))
         self.emb_fourier = MPFourier(cnoise)
@@ -205,13 +242,31 @@ class UNet(nn.Module):
         return self.out_conv(x, gain=self.out_gain)
 
 
-def build_denoiser(cfg: UNetConfig, sigma_data: float = 0.5, device: str | torch.device | None = None):
-    """The EDM-preconditioned U-Net (``vidgen.diffusion.edm.Denoiser``); device "meta" builds it
-    without memory, for counting parameters of big presets."""
-    from vidgen.diffusion.edm import Denoiser
+def build_network(cfg: UNetConfig, out_channels: int | None = None) -> nn.Module:
+    """The raw network F of ``cfg.arch`` (``cfg`` resolved here)."""
+    cfg = resolve(cfg)
+    if cfg.arch == "edm2":
+        return UNet(cfg)
+    if cfg.arch == "adm":
+        from vidgen.diffusion.adm import DhariwalUNet
+        return DhariwalUNet(cfg, out_channels)
+    from vidgen.diffusion.song_unet import SongUNet
+    return SongUNet(cfg, out_channels)
+
+
+def build_denoiser(cfg: UNetConfig, sigma_data: float = 0.5, device: str | torch.device | None = None,
+                   precond=None):
+    """The preconditioned network (``vidgen.diffusion.precond.Denoiser``, ``precond`` a
+    PrecondConfig, default EDM's); device "meta" builds it without memory, for counting
+    parameters of big presets."""
+    from vidgen.diffusion.precond import Denoiser, PrecondConfig
+    precond = precond or PrecondConfig()
+    cfg = resolve(cfg)
     with torch.device(device) if device is not None else _nullctx():
-        net = UNet(cfg)
-        return Denoiser(net, label_dim=net.cfg.label_dim, sigma_data=sigma_data)
+        # iDDPM's networks also predict variances: 2C output channels (EDM appendix C.3.4).
+        net = build_network(cfg, 2 * cfg.img_channels if precond.kind == "iddpm" else None)
+        return Denoiser(net, label_dim=cfg.label_dim, sigma_data=sigma_data, logvar_channels=cfg.logvar_channels,
+                        precond=precond)
 
 
 class _nullctx:

@@ -5,6 +5,6 @@ super-res networks (superres.py), training recipes (recipe.py, recipe_superres.p
 from vidgen.registry import Family, register
 
 register(Family(name="lvg-lowres", recipe="vidgen.lvg.recipe:LowResRecipe", kind="video",
-                summary="long-video GAN, low-res generator on long clips"))
+                summary="long-video GAN, low-res generator on long clips", group="lvg"))
 register(Family(name="lvg-superres", recipe="vidgen.lvg.recipe:SuperResRecipe", kind="video",
-                summary="long-video GAN, super-res generator on short clips"))
+                summary="long-video GAN, super-res generator on short clips", group="lvg"))

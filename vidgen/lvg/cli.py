@@ -22,9 +22,24 @@ seed, frames) are embedded in the file's metadata.
 """
 
 
+HELP = "render a long video from long-video GAN checkpoints"
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="render a long video from long-video GAN checkpoints",
-                              description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """`vidgen generate` and the long-video GAN's group `vidgen lvg generate|train|eval|import`
+    (the last three are added by vidgen/cli.py for every family group)."""
+    add_generate_arguments(subparsers.add_parser("generate", help=HELP, description=__doc__, epilog=EPILOG,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
+    group = subparsers.add_parser("lvg", help="long-video GAN: train, generate, eval, import",
+                                  description="Long-video GAN: a low-res generator on long clips and a super-res "
+                                              "generator on short clips (docs/LVG.md).")
+    verbs = group.add_subparsers(dest="lvg_command", metavar="COMMAND")
+    add_generate_arguments(verbs.add_parser("generate", help=HELP, description=__doc__, epilog=EPILOG,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+    group.set_defaults(func=lambda args: group.print_help() or 2)
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lowres", required=True, metavar="CKPT", help="lvg-lowres run folder or checkpoint folder")
     p.add_argument("--superres", metavar="CKPT", help="lvg-superres run folder or checkpoint folder (optional)")
     p.add_argument("--frames", type=int, default=300, metavar="N", help="number of frames (default 300)")

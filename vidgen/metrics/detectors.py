@@ -20,8 +20,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from vidgen.fileio import sha256_file
 from vidgen.errors import VidgenError
+from vidgen.fileio import sha256_file
+from vidgen.metrics.preprocess import clip_input
+from vidgen.optional import require
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ WEIGHTS: dict[str, WeightFile] = {
 
 # The arguments the reference FVD code passes to the I3D TorchScript module.
 I3D_KWARGS = dict(rescale=True, resize=True, return_features=True)
+# CLIP's image normalisation (OpenAI release)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def cache_dir() -> Path:
@@ -77,21 +82,31 @@ def resolve_weights(name: str, path: str | Path | None = None,
     default_dir = cache_dir() / "detectors"
     candidates = [Path(path).expanduser()] if path else \
         [Path(d).expanduser() / spec.filename for d in (detector_dir, default_dir) if d is not None]
-    where = f"put it at {candidates[0]}" + ("" if path else f" (or {default_dir / spec.filename}, "
-                                            "or pass --detector-dir / --detector NAME=PATH)")
+    default_file = default_dir / spec.filename
+    others = [f"or {default_file}"] if candidates[0] != default_file else []
+    where = f"put it at {candidates[0]}" + ("" if path else
+                                            f" ({', '.join(others + ['or pass --detector-dir / --detector NAME=PATH'])})")
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise VidgenError(
             f"detector file {spec.filename} for {name!r} not found (looked at "
             f"{', '.join(map(str, candidates))}). Expected SHA-256 {spec.sha256}"
             f"{f' ({spec.size:,} bytes)' if spec.size else ''}: download it from {spec.url} and {where}.")
+    return verify_file(found, spec.sha256, name,
+                       f"Replace it with the file from {spec.url} and {where}.")
+
+
+def verify_file(path: str | Path, sha256: str, name: str, advice: str = "") -> Path:
+    """``path`` if its SHA-256 is ``sha256`` (checked once per process and file version)."""
+    found = Path(path).expanduser()
+    if not found.is_file():
+        raise VidgenError(f"detector file {found} for {name!r} not found")
     st = found.stat()
     key = (str(found.resolve()), st.st_size, st.st_mtime_ns)
     digest = _VERIFIED.get(key) or sha256_file(found)
-    if digest != spec.sha256:
-        raise VidgenError(
-            f"detector file {found} ({spec.filename}) has SHA-256 {digest}, expected {spec.sha256}: "
-            f"it is not the reference network. Replace it with the file from {spec.url} and {where}.")
+    if digest != sha256:
+        raise VidgenError(f"detector file {found} for {name!r} has SHA-256 {digest}, expected {sha256}: "
+                          f"it is not the reference network. {advice}".rstrip())
     _VERIFIED[key] = digest
     return found
 
@@ -102,15 +117,42 @@ class Detector(nn.Module):
     `name`, `feature_dim`, `sha256` (of the weights; it keys caches and is printed in
     reports) and `temporal` (whether inputs are clips) describe it. Subclasses implement
     `features(x)`; inputs arrive on the detector's device, still uint8.
+
+    Classifier detectors (Inception, and the random stand-in used in tests) also give the
+    spatial activations whose spatial mean is the feature vector (`spatial_features`, for the
+    FID heatmaps) and class logits of a feature vector (`classify`, `num_classes` > 0).
     """
 
     name: str = "detector"
     feature_dim: int = 0
     sha256: str = ""
     temporal: bool = False
+    num_classes: int = 0
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"detector {self.name} has no spatial activations")
+
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"detector {self.name} is not a classifier")
+
+    @property
+    def has_spatial(self) -> bool:
+        return type(self).spatial is not Detector.spatial
+
+    @torch.no_grad()
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, H, W] -> float32 [B, D, h, w]; their mean over (h, w) is `forward(x)`."""
+        assert x.dtype == torch.uint8 and x.ndim == 4, (x.dtype, list(x.shape))
+        return self.spatial(x.to(self.device)).float()
+
+    @torch.no_grad()
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Features [B, D] -> class logits [B, num_classes] (float32)."""
+        assert self.num_classes > 0, f"detector {self.name} is not a classifier"
+        return self.class_logits(features.to(self.device)).float()
 
     @property
     def device(self) -> torch.device:
@@ -135,14 +177,31 @@ class NetworkDetector(Detector):
         super().__init__()
         self.name, self.net, self.sha256 = name, net.eval().requires_grad_(False), sha256
         self.feature_dim = int(net.feature_dim)
+        self.num_classes = int(getattr(net, "num_classes", 0))
 
     def features(self, x):
         return self.net(x)
 
+    @property
+    def has_spatial(self) -> bool:
+        return hasattr(self.net, "spatial")
+
+    def spatial(self, x):
+        if not hasattr(self.net, "spatial"):
+            return super().spatial(x)
+        return self.net.spatial(x)
+
+    def class_logits(self, features):
+        if not hasattr(self.net, "classify"):
+            return super().class_logits(features)
+        return self.net.classify(features)
+
 
 class I3DDetector(Detector):
-    """The reference I3D TorchScript module, called as the FVD code calls it: float pixels in
-    [0, 255], `rescale=True, resize=True, return_features=True` -> 400-d logits features."""
+    """The reference I3D TorchScript module, called as the StyleGAN-V and long-video-GAN FVD
+    code call it: uint8 clips [B, 3, T, H, W] at the data's own resolution, with
+    `rescale=True, resize=True, return_features=True` (the module maps the pixels to [-1, 1]
+    and resizes every frame to 224 x 224 itself) -> 400-d features before the softmax."""
 
     temporal = True
     feature_dim = 400
@@ -153,7 +212,7 @@ class I3DDetector(Detector):
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tracks .to(device)
 
     def features(self, x):                                     # x: [B, 3, T, H, W] uint8
-        return self.module(x.to(self._anchor.device, torch.float32), **I3D_KWARGS)
+        return self.module(x.to(self._anchor.device), **I3D_KWARGS)
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
@@ -162,48 +221,101 @@ class I3DDetector(Detector):
 
 
 class ClipDetector(Detector):
-    """CLIP ViT-L/14 image embeddings through `open_clip` (only when it is installed)."""
+    """CLIP image tower (open_clip) for CLIP-FD: the image embedding `encode_image` of the
+    tower's own eval preprocessing (`preprocess.clip_input`: shorter side to the input size by
+    PIL bicubic, centre crop, CLIP mean / std). 768-d for ViT-L/14."""
 
-    feature_dim = 768
-
-    def __init__(self, model, preprocess_size: int, sha256: str):
+    def __init__(self, model: nn.Module, sha256: str, name: str = "clip"):
         super().__init__()
-        self.name, self.model, self.size, self.sha256 = "clip", model.eval(), preprocess_size, sha256
-        self.register_buffer("mean", torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1))
+        self.name, self.model, self.sha256 = name, model.eval().requires_grad_(False), sha256
+        visual = model.visual
+        size = visual.image_size
+        self.size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        self.mean = tuple(cfg.get("mean", CLIP_MEAN))
+        self.std = tuple(cfg.get("std", CLIP_STD))
+        self.feature_dim = int(visual.output_dim)
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
-    def features(self, x):
-        x = torch.nn.functional.interpolate(x.float() / 255, size=(self.size, self.size), mode="bicubic",
-                                            antialias=True, align_corners=False).clamp(0, 1)
-        return self.model.encode_image((x - self.mean) / self.std)
+    def features(self, x):                                     # x: [B, 3, H, W] uint8
+        return self.model.encode_image(clip_input(x, self.size, self.mean, self.std, self._anchor.dtype))
+
+
+def clip_from_config(config: dict, weights: str | Path, sha256: str) -> ClipDetector:
+    """A CLIP detector built by open_clip from a config dict (``open_clip.CLIP(**config)``)
+    with a safetensors state dict whose SHA-256 must be ``sha256``."""
+    from safetensors.torch import load_file
+
+    open_clip = require("open_clip", "text", "the clip detector")
+    path = verify_file(weights, sha256, "clip")
+    model = open_clip.CLIP(**config)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return ClipDetector(model, sha256)
+
+
+def _openai_clip(file: Path) -> nn.Module:
+    """The OpenAI CLIP release (a TorchScript archive, read only after its SHA-256 matched),
+    rebuilt as an open_clip module from its state dict."""
+    open_clip = require("open_clip", "text", "the clip detector")
+    from open_clip.model import build_model_from_openai_state_dict
+
+    scripted = torch.jit.load(str(file), map_location="cpu")
+    model = build_model_from_openai_state_dict(scripted.state_dict())
+    return model.float().eval()
 
 
 class RandomDetector(Detector):
     """Small fixed random network (seeded): for tests and benchmarks of the metric plumbing.
 
-    Average-pools pixels to a 8x8 (x T) grid and applies a fixed random linear map + tanh.
+    Clips: average-pools pixels to a 2 x 8 x 8 grid and applies a fixed random linear map +
+    tanh. Images: a classifier-shaped stand-in for Inception: pixels are pooled to 2g x 2g,
+    each cell of the g x g grid (its 2 x 2 pooled pixels, 12 values) goes through a fixed
+    random map + tanh to `feature_dim` channels (the spatial activations); the features are
+    their spatial mean and `num_classes` logits a random linear map of the features.
     Its `sha256` is the digest of its weights, so caches keyed on it stay honest.
     """
 
     def __init__(self, feature_dim: int = 64, temporal: bool = False, seed: int = 0,
-                 grid: int = 8, hidden: int = 0):
+                 grid: int = 8, hidden: int = 0, num_classes: int = 10):
         super().__init__()
         self.name, self.feature_dim, self.temporal, self.grid = \
             f"random{feature_dim}{'t' if temporal else ''}", feature_dim, temporal, grid
         g = torch.Generator().manual_seed(seed)
-        fan_in = 3 * grid * grid * (2 if temporal else 1)
+        fan_in = 3 * grid * grid * 2 if temporal else 12
         hidden = hidden or feature_dim
         self.register_buffer("w1", torch.randn(fan_in, hidden, generator=g) / fan_in ** 0.5)
         self.register_buffer("w2", torch.randn(hidden, feature_dim, generator=g) / hidden ** 0.5)
-        self.sha256 = hashlib.sha256(self.w1.numpy().tobytes() + self.w2.numpy().tobytes()).hexdigest()
+        parts = [self.w1, self.w2]
+        if not temporal:
+            self.num_classes = num_classes
+            self.register_buffer("pos", 0.5 * torch.randn(grid * grid, hidden, generator=g))
+            self.register_buffer("w_cls", torch.randn(feature_dim, max(num_classes, 1), generator=g))
+            parts += [self.pos, self.w_cls]
+            # the classifier is centred on a mid-grey image, so that colours and textures
+            # (not the features' common offset) decide the top-1 class
+            grey = torch.full((1, 3, 2 * grid, 2 * grid), 128, dtype=torch.uint8)
+            self.register_buffer("centre", self.spatial(grey).mean(dim=(2, 3))[0])
+        self.sha256 = hashlib.sha256(b"".join(t.numpy().tobytes() for t in parts)).hexdigest()
+
+    def spatial(self, x):                                      # [B, 3, H, W] -> [B, D, g, g]
+        g = self.grid
+        x = torch.nn.functional.adaptive_avg_pool2d(x.float() / 127.5 - 1, (2 * g, 2 * g))
+        cells = rearrange(x, "b c (h i) (w j) -> b (h w) (c i j)", i=2, j=2)        # [B, g*g, 12]
+        act = torch.tanh(cells @ self.w1 + self.pos) @ self.w2                     # [B, g*g, D]
+        return rearrange(act, "b (h w) d -> b d h w", h=g)
+
+    def class_logits(self, features):
+        return (features - self.centre) @ self.w_cls
+
+    @property
+    def has_spatial(self) -> bool:
+        return not self.temporal
 
     def features(self, x):
-        x = x.float() / 127.5 - 1
         if self.temporal:                                      # [B, 3, T, H, W]
-            x = torch.nn.functional.adaptive_avg_pool3d(x, (2, self.grid, self.grid))
-        else:                                                  # [B, 3, H, W]
-            x = torch.nn.functional.adaptive_avg_pool2d(x, (self.grid, self.grid))
-        return torch.tanh(rearrange(x, "b ... -> b (...)") @ self.w1) @ self.w2
+            x = torch.nn.functional.adaptive_avg_pool3d(x.float() / 127.5 - 1, (2, self.grid, self.grid))
+            return torch.tanh(rearrange(x, "b ... -> b (...)") @ self.w1) @ self.w2
+        return self.spatial(x).mean(dim=(2, 3))
 
 
 def _load_state(path: Path) -> dict:
@@ -215,11 +327,7 @@ def load_detector(name: str, path: str | Path | None = None, detector_dir: str |
                   device: torch.device | str = "cpu") -> Detector:
     """Build detector `name` ('inception', 'i3d', 'dinov2', 'clip') from its verified file."""
     if name == "clip":
-        try:
-            import open_clip
-        except ImportError as exc:
-            raise VidgenError("the 'clip' detector needs the open_clip package: "
-                              "pip install open_clip_torch") from exc
+        require("open_clip", "text", "the clip detector (CLIP-FD)")
     file = resolve_weights(name, path, detector_dir)
     sha = WEIGHTS[name].sha256
     if name == "inception":
@@ -239,6 +347,5 @@ def load_detector(name: str, path: str | Path | None = None, detector_dir: str |
         # loaded only after its SHA-256 matched the published file.
         det = I3DDetector(torch.jit.load(str(file), map_location="cpu").eval(), sha)
     else:
-        # open_clip reads the OpenAI release file (a TorchScript archive) from a local path.
-        det = ClipDetector(open_clip.load_openai_model(str(file), device="cpu"), 224, sha)
+        det = ClipDetector(_openai_clip(file), sha)
     return det.to(device)

@@ -3,22 +3,24 @@
 Module names follow the official checkpoint `dinov2_vitl14_pretrain.pth` (cls_token,
 pos_embed [1, 1370, 1024] for a 37x37 grid, mask_token, patch_embed.proj, blocks.i.{norm1,
 attn.qkv, attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma}, norm), so it loads with
-`strict=True`. Features are the final-norm class token. Input preprocessing: bicubic
-antialiased resize to 224, ImageNet mean / std normalisation.
+`strict=True`. Features are the final-norm class token (the hub model's output, its head being
+the identity). Input preprocessing (`preprocess.dinov2_input`): the FD_DINOv2 protocol of
+dgm-eval (Stein et al. 2023), PIL bicubic resize of the uint8 image to 224 x 224, / 255,
+ImageNet mean / std; `resize="torch"` is EDM2's fast variant (antialiased bicubic in torch).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from vidgen.metrics.preprocess import dinov2_input
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class ViTConfig:
     pretrain_size: int = 518   # position embeddings are stored for a 518 / 14 = 37 grid
     mlp_ratio: float = 4.0
     input_size: int = 224      # FD_DINOv2 resize
+    resize: Literal["pil", "torch"] = "pil"  # dgm-eval's PIL bicubic, or EDM2's torch variant
 
 
 class PatchEmbed(nn.Module):
@@ -102,8 +105,6 @@ class DinoV2ViT(nn.Module):
         self.patch_embed = PatchEmbed(cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def pos_embedding(self, h: int, w: int) -> torch.Tensor:
         """Resize the stored grid to h x w patches (bicubic, with DINOv2's +0.1 offset)."""
@@ -119,9 +120,7 @@ class DinoV2ViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = self.cfg.input_size
-        x = x.to(self.pos_embed.dtype) / 255.0                      # [B, 3, H, W] in [0, 1]
-        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-        x = (x.clamp(0, 1) - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        x = dinov2_input(x, size, self.cfg.resize, self.pos_embed.dtype)  # [B, 3, size, size]
         tokens = self.patch_embed(x)                                # [B, N, C]
         g = size // self.cfg.patch
         tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -94,11 +94,16 @@ def prefetch(it: Iterator, depth: int = 2) -> Iterator:
 
 
 def extract(detector: Detector, chunks: Iterable[Chunk], stats: FeatureStats, batch_size: int,
-            total: int | None = None, desc: str = "features", progress: bool = True) -> FeatureStats:
-    """Feed every chunk through `detector` into `stats` (weighted)."""
+            total: int | None = None, desc: str = "features", progress: bool = True,
+            on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> FeatureStats:
+    """Feed every chunk through `detector` into `stats` (weighted); `on_batch(features [B, D],
+    weights [B])` sees every batch in order."""
     bar = tqdm(total=total, desc=desc, unit="item", disable=not progress, leave=False)
     for x, weights in prefetch(batches(chunks, batch_size)):
-        stats.add(detector(x), weights)
+        feats = detector(x)
+        stats.add(feats, weights)
+        if on_batch is not None:
+            on_batch(feats, weights)
         bar.update(len(x))
     bar.close()
     return stats

@@ -26,7 +26,9 @@ class FeatureStats:
     """Streaming weighted mean / covariance of D-dimensional features.
 
     mean = sum_i w_i x_i / W,  cov = sum_i w_i x_i x_i^T / W - mean mean^T   (W = sum_i w_i),
-    the maximum-likelihood (1/W) estimate, accumulated in float64.
+    the maximum-likelihood (1/W) estimate, accumulated in float64. ``mean_cov(unbiased=True)``
+    scales it by n / (n - 1) with n = W^2 / sum_i w_i^2 (Kish's effective sample size; n is the
+    sample count when the weights are equal, giving numpy's ``np.cov``).
 
     `reservoir` > 0 also keeps at most that many raw features, drawn with probability
     proportional to their weight (Efraimidis-Spirakis A-Res: keep the largest keys
@@ -41,6 +43,7 @@ class FeatureStats:
         f64 = dict(dtype=torch.float64, device=self.device)
         self.num_items = 0                                   # samples seen (unweighted count)
         self.weight = torch.zeros((), **f64)                 # W
+        self.weight_sq = torch.zeros((), **f64)              # sum_i w_i^2
         self.sum = torch.zeros(self.dim, **f64)              # sum_i w_i x_i      : [D]
         self.sum_outer = torch.zeros(self.dim, self.dim, **f64)  # sum_i w_i x x^T  : [D, D]
         self.res_feat = torch.zeros(0, self.dim, dtype=torch.float32, device=self.device)
@@ -58,6 +61,7 @@ class FeatureStats:
         assert len(w) == len(x64) and bool((w >= 0).all())
         self.num_items += len(x64)
         self.weight += w.sum()
+        self.weight_sq += w.square().sum()
         self.sum += w @ x64
         self.sum_outer += (x64 * w[:, None]).T @ x64
         if self.reservoir:
@@ -77,6 +81,7 @@ class FeatureStats:
         assert other.dim == self.dim and other.reservoir == self.reservoir
         self.num_items += other.num_items
         self.weight += other.weight.to(self.device)
+        self.weight_sq += other.weight_sq.to(self.device)
         self.sum += other.sum.to(self.device)
         self.sum_outer += other.sum_outer.to(self.device)
         if self.reservoir:
@@ -91,7 +96,7 @@ class FeatureStats:
         if not (dist.is_available() and dist.is_initialized()):
             return self
         count = torch.tensor([float(self.num_items)], dtype=torch.float64, device=self.device)
-        for t in (count, self.weight, self.sum, self.sum_outer):
+        for t in (count, self.weight, self.weight_sq, self.sum, self.sum_outer):
             dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
         self.num_items = int(round(count.item()))
         if self.reservoir:  # pad to the cap so every rank sends the same shape
@@ -110,12 +115,21 @@ class FeatureStats:
         return self
 
     # ------------------------------------------------------------------ results
-    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean [D], cov [D, D]) as float64 numpy arrays."""
+    def effective_count(self) -> float:
+        """Kish's effective sample size W^2 / sum_i w_i^2 (the count, for equal weights)."""
+        return float(self.weight) ** 2 / max(float(self.weight_sq), 1e-300)
+
+    def mean_cov(self, unbiased: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [D], cov [D, D]) as float64 numpy arrays; ``unbiased``: cov * n / (n - 1)."""
         if self.num_items == 0 or float(self.weight) <= 0:
             raise VidgenError("no features were accumulated: the sample set is empty")
         mean = self.sum / self.weight
         cov = self.sum_outer / self.weight - torch.outer(mean, mean)
+        if unbiased:
+            n = self.effective_count()
+            if n <= 1:
+                raise VidgenError("an unbiased covariance needs more than one sample")
+            cov = cov * (n / (n - 1))
         return mean.cpu().numpy(), cov.cpu().numpy()
 
     def features(self) -> np.ndarray:
@@ -125,7 +139,8 @@ class FeatureStats:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight.cpu().reshape(1), "sum": self.sum.cpu(),
+        return {"weight": self.weight.cpu().reshape(1), "weight_sq": self.weight_sq.cpu().reshape(1),
+                "sum": self.sum.cpu(),
                 "sum_outer": self.sum_outer.cpu(), "res_feat": self.res_feat.cpu(),
                 "res_key": self.res_key.cpu()}
 
@@ -148,6 +163,9 @@ class FeatureStats:
         stats = cls(info["dim"], info["reservoir"], info["seed"], device)
         stats.num_items = int(info["num_items"])
         stats.weight = tensors["weight"].to(stats.device).reshape(())
+        if "weight_sq" not in tensors:
+            raise VidgenError(f"{path}: feature statistics from an older vidgen (no weight_sq); delete it to recompute")
+        stats.weight_sq = tensors["weight_sq"].to(stats.device).reshape(())
         stats.sum = tensors["sum"].to(stats.device)
         stats.sum_outer = tensors["sum_outer"].to(stats.device)
         stats.res_feat = tensors["res_feat"].to(stats.device)
@@ -189,8 +207,12 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "sqrtm") -> float:
     return float(diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
-def frechet_from_stats(a: FeatureStats, b: FeatureStats, method: str = "sqrtm") -> float:
-    return frechet_distance(*a.mean_cov(), *b.mean_cov(), method=method)
+def frechet_from_stats(a: FeatureStats, b: FeatureStats, method: str = "sqrtm",
+                       unbiased: bool = False) -> float:
+    """Frechet distance of two feature sets; ``unbiased`` uses n - 1 covariances (TTUR,
+    pytorch-fid, torch-fidelity, EDM, EDM2), else 1 / n (StyleGAN2-ADA / StyleGAN3 /
+    StyleGAN-V / long-video-GAN metric code)."""
+    return frechet_distance(*a.mean_cov(unbiased), *b.mean_cov(unbiased), method=method)
 
 
 @dataclass

@@ -1,11 +1,16 @@
-"""Inception-v3, FID variant (METHODS.md section 9): 2048-d pool features.
+"""Inception-v3, FID variant (METHODS.md section 9): the published FID graph in PyTorch.
 
 The layer names are those of the standard FID weight file (the 2015-12-05 TensorFlow
 weights ported to PyTorch, `pt_inception-2015-12-05-6726825d.pth`, 566 state-dict entries
-incl. BatchNorm counters), so that file loads with `strict=True`. The FID variant differs
-from the ImageNet classifier of torchvision in three places, all reproduced here:
-average pools do not count padding, the last block max-pools its pool branch, and the
-classifier has 1008 outputs (unused: features are taken before it).
+incl. BatchNorm counters), so that file loads with `strict=True`. The graph differs from
+torchvision's ImageNet classifier in the places reproduced here: its input is TF1's
+bilinear resize to 299 of the float pixels and (x - 128) / 128 (`preprocess.inception_input`),
+average pools do not count padding, the last block (`mixed_10` in the TF graph) max-pools its
+pool branch, and the classifier has 1008 outputs.
+
+Outputs: `mixed_10` [B, 2048, 8, 8] (the last spatial activations; the FID heatmaps of
+Kynkaanniemi et al. 2023 are computed on them), `pool_3` [B, 2048] (their spatial mean: the
+FID features) and the 1008 `logits` (the Inception top-1 class of the class-matching study).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vidgen.metrics.preprocess import inception_input
 
 
 class BasicConv2d(nn.Module):
@@ -130,9 +137,10 @@ class InceptionE(nn.Module):
 
 
 class FIDInceptionV3(nn.Module):
-    """x: [B, 3, H, W] uint8 -> [B, 2048] pool features (bilinear resize to 299, 2x - 1)."""
+    """x: [B, 3, H, W] uint8 -> [B, 2048] pool features (the TF FID graph's pool_3)."""
 
     feature_dim = 2048
+    num_classes = 1008
 
     def __init__(self):
         super().__init__()
@@ -152,17 +160,22 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7a = InceptionD(768)
         self.Mixed_7b = InceptionE(1280, max_pool=False)
         self.Mixed_7c = InceptionE(2048, max_pool=True)
-        self.fc = nn.Linear(2048, 1008)  # TF graph's 1008 classes; kept so the file loads strictly
+        self.fc = nn.Linear(2048, 1008)  # the TF graph's 1008 ImageNet classes (logits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.fc.weight.dtype
-        x = x.to(dtype) / 255.0                                   # [B, 3, H, W] in [0, 1]
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = 2 * x - 1
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, H, W] -> mixed_10 activations [B, 2048, 8, 8]."""
+        x = inception_input(x, self.fc.weight.dtype)               # [B, 3, 299, 299]
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)
         for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
             x = getattr(self, f"Mixed_{name}")(x)
-        return x.mean(dim=(2, 3))                                 # [B, 2048]
+        return x
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """pool_3 features [B, 2048] -> logits [B, 1008]."""
+        return self.fc(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial(x).mean(dim=(2, 3))                   # [B, 2048]

@@ -1,9 +1,12 @@
-"""Where evaluated clips come from: real video collections and generated clips.
+"""Where evaluated frames come from: real video collections and generated videos or images.
 
 The metric code only needs objects with `len()` and `get(indices) -> uint8 [T, H, W, 3]`
 (the `vidgen.data.sources.FrameSource` interface); files are opened by `vidgen.data`.
-Generated clips come from a callable `generate(seed, num_frames) -> uint8 [T, H, W, 3]`
-(always starting at frame 0) or from a folder of rendered videos.
+Generated samples come from a model family's sampler (`vidgen.registry.Sampler`, read from a
+checkpoint's state.json), a callable `generate(seed, n) -> uint8 [n, H, W, 3]`, a folder of
+rendered videos or a folder of images. For video content `generate(seed, n)` gives frames
+0..n-1 of the video `seed` (clips always start at frame 0); for image content it gives the
+images of seeds seed..seed+n-1.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
 import numpy as np
 
@@ -59,31 +62,54 @@ class RealVideos:
 
 @dataclass
 class FakeVideos:
-    """Generated clips: `clip(index, seed, num_frames)` always starts at frame 0."""
+    """Generated samples. Video content: `clip(index, seed, indices)`, frames counted from
+    frame 0 of generated video `index` / seed `seed`. Image content: `images_at(start, n)`."""
 
     kind: str                                  # "callable" | "checkpoint" | "directory"
     path: str = ""
     generate: GenerateFn | None = None
     videos: Sequence[VideoLike] = ()
     checkpoint_step: int | None = None
+    content: Literal["video", "image"] = "video"
+    images: VideoLike | None = None            # a folder of images (content "image", no generator)
+    info: dict = field(default_factory=dict)   # the checkpoint's family and sampler settings
 
     def __len__(self) -> int:
-        return len(self.videos) if self.generate is None else 1 << 62
+        if self.generate is not None:
+            return 1 << 62
+        return len(self.images) if self.content == "image" else len(self.videos)
+
+    def _name(self) -> str:
+        return self.path or repr(self.generate)
+
+    def _check(self, frames, need: int, what: str) -> np.ndarray:
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < need:
+            raise VidgenError(f"generator {self._name()} returned {frames.dtype} {list(frames.shape)}; "
+                              f"expected uint8 [{need}, H, W, 3] ({what})")
+        return frames
 
     def clip(self, index: int, seed: int, indices: np.ndarray) -> np.ndarray:
         """Frames `indices` (counted from frame 0) of generated clip `index` / seed `seed`."""
+        if self.content != "video":
+            raise VidgenError(f"{self._name()} holds images, not videos: clip metrics (FVD, colour "
+                              "change) need a video family's checkpoint or a folder of videos")
         need = int(indices.max()) + 1
         if self.generate is not None:
-            frames = np.asarray(self.generate(seed, need))
-            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < need:
-                raise VidgenError(f"generator {self.path or self.generate!r} returned "
-                                  f"{frames.dtype} {list(frames.shape)}; expected uint8 [{need}, H, W, 3]")
-            return _take(frames, indices)
+            return _take(self._check(self.generate(seed, need), need, f"frames of video {seed}"), indices)
         video = self.videos[index]
         if len(video) < need:
             name = self.path + f" (video {index})"
             raise VidgenError(f"{name}: generated video has {len(video)} frames, the protocol needs {need}")
         return video.get(indices)
+
+    def images_at(self, start: int, n: int) -> np.ndarray:
+        """Image content: the images of seeds start..start+n-1 (a generator) or the images
+        with those indices (a folder): uint8 [n, H, W, 3]."""
+        assert self.content == "image"
+        if self.generate is not None:
+            return self._check(self.generate(start, n), n, f"images of seeds {start}..{start + n - 1}")[:n]
+        return self.images.get(np.arange(start, start + n))
 
 
 def _take(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -129,8 +155,10 @@ def open_video_folder(path: str | Path) -> tuple[list, list[Path]]:
     from vidgen.data.sources import open_source
 
     entries = _media_entries(root)
+    if not entries and _image_folder(root):
+        entries = [root]  # the folder itself is one frame sequence (e.g. time-lapse frames)
     if not entries:
-        raise VidgenError(f"{root}: no videos, frame folders or frame zips found")
+        raise VidgenError(f"{root}: no videos, frame folders, frame zips or images found")
     return [open_source(e) for e in entries], entries
 
 
@@ -177,24 +205,80 @@ def load_real(path: str | Path, resolution: str | None = None) -> RealVideos:
                       resolution=resolution)
 
 
-def load_fake(spec: str) -> FakeVideos:
-    """`spec`: a folder of rendered videos, a checkpoint file (resolved through
-    `vidgen.render.stream.load_generator`), or `package.module:function` naming a callable
+def _image_folder(root: Path) -> bool:
+    """A folder whose own files are images (and which holds no videos or frame folders)."""
+    from vidgen.data.sources import IMAGE_EXTS
+
+    return any(p.suffix.lower() in IMAGE_EXTS and p.is_file() for p in root.iterdir()) \
+        and not _media_entries(root)
+
+
+def _is_checkpoint(p: Path) -> bool:
+    """A checkpoint folder, a file inside one, or a run folder with checkpoints."""
+    if p.is_file():
+        return (p.parent / "state.json").is_file()
+    return (p / "state.json").is_file() or (p / "checkpoints").is_dir()
+
+
+def _with_overrides(ckpt, family_name: str, overrides: Sequence[str]):
+    """The checkpoint with `key=value` overrides applied to its config (checked against the
+    family's config class), e.g. the sampler settings `sample.steps=18`."""
+    import dataclasses
+
+    from vidgen import registry
+    from vidgen.config import config_from_dict, config_to_dict, load_config
+
+    cls = registry.recipe_class(family_name).config_class
+    cfg = load_config(cls, None, overrides, base=config_from_dict(cls, ckpt.config))
+    return dataclasses.replace(ckpt, state={**ckpt.state, "config": config_to_dict(cfg)})
+
+
+def load_sampler(path: str | Path, device: str = "cpu", overrides: Sequence[str] = ()) -> FakeVideos:
+    """Generated samples of a checkpoint (a run folder, a checkpoint folder or a file in one):
+    the family named in its state.json is looked up in `vidgen.registry` and its sampler
+    built, after `overrides` ("key=value", e.g. "sample.steps=18") are applied to the
+    checkpoint's config. The family's package must have been imported (the command line
+    imports them all)."""
+    from vidgen import registry
+    from vidgen.train.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    family = registry.get(ckpt.family)
+    if overrides:
+        ckpt = _with_overrides(ckpt, family.name, overrides)
+    if not family.sampler:
+        raise VidgenError(f"{ckpt.path}: the {family.name!r} family has no sampler for `vidgen eval` yet; "
+                          "render its samples into a folder and pass that folder to --fake")
+    sampler = registry.resolve(family.sampler, f"family {family.name!r}")(ckpt, device)
+    if not isinstance(sampler, registry.Sampler) or sampler.kind not in ("video", "image"):
+        raise VidgenError(f"family {family.name!r}: its sampler {family.sampler} does not give "
+                          "generate(seed, n), kind 'video' | 'image' and frame_size")
+    info = {"family": family.name, "checkpoint": str(ckpt.path), "frame_size": list(sampler.frame_size),
+            **({"overrides": list(overrides)} if overrides else {}), **dict(getattr(sampler, "info", {}) or {})}
+    return FakeVideos("checkpoint", str(path), generate=sampler.generate, checkpoint_step=ckpt.step,
+                      content=sampler.kind, info=info)
+
+
+def load_fake(spec: str, device: str = "cpu", overrides: Sequence[str] = ()) -> FakeVideos:
+    """`spec`: a checkpoint (run folder, checkpoint folder or a file in one; see
+    `load_sampler`, which takes the config `overrides`), a folder of rendered videos, a folder
+    of images, or `package.module:function` naming a callable
     `generate(seed, num_frames) -> uint8 [T, H, W, 3]`."""
     p = Path(spec).expanduser()
+    if p.exists() and _is_checkpoint(p):
+        return load_sampler(p, device, overrides)
+    if overrides:
+        raise VidgenError(f"--fake-set applies to checkpoints; {spec} is not one")
     if p.is_dir():
+        if _image_folder(p):
+            from vidgen.data.sources import FolderSource
+
+            return FakeVideos("directory", str(p), content="image", images=FolderSource(p))
         videos, _ = open_video_folder(p)
         return FakeVideos("directory", str(p), videos=videos)
     if p.is_file():
-        try:
-            from vidgen.render.stream import load_generator
-        except ImportError as exc:
-            raise VidgenError(f"{p}: evaluating a checkpoint needs vidgen.render.stream.load_generator, "
-                              "which is not available in this installation; render videos into a "
-                              "folder and pass that folder to --fake instead") from exc
-        generate = load_generator(p)
-        return FakeVideos("checkpoint", str(p), generate=generate,
-                          checkpoint_step=getattr(generate, "step", None))
+        raise VidgenError(f"--fake {p}: not part of a vidgen checkpoint folder (no state.json beside it); "
+                          "pass a run folder, a checkpoint folder, or a folder of videos / images")
     if ":" in spec and not p.exists():
         module, _, attr = spec.partition(":")
         try:

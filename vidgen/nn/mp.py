@@ -22,8 +22,8 @@ def normalize(x: torch.Tensor, dim: int | tuple[int, ...] | None = None, eps: fl
     if dim is None:
         dim = tuple(range(1, x.ndim))
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
-    n = x.numel() / norm.numel()
-    return x / (eps + norm / math.sqrt(n)).to(x.dtype)
+    norm = torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))
+    return x / norm.to(x.dtype)
 
 
 def pixel_norm(x: torch.Tensor, dim: int = 1) -> torch.Tensor:

@@ -7,4 +7,5 @@ from vidgen.registry import Family, register
 
 register(Family(name="stylegan-t", recipe="vidgen.stylegan_t.recipe:StyleGANTRecipe",
                 sampler="vidgen.stylegan_t.family:open_sampler", importer="vidgen.stylegan_t.convert:IMPORTER",
-                kind="image", summary="StyleGAN-T text-to-image GAN (CLIP text encoder, projected DINO D)"))
+                kind="image", summary="StyleGAN-T text-to-image GAN (CLIP text encoder, projected DINO D)",
+                group="stylegan-t"))

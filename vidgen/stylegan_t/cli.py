@@ -27,10 +27,23 @@ PNG per image.
 """
 
 
+HELP = "text-to-image with a StyleGAN-T run (trained or imported)"
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("t2i", help="text-to-image with a StyleGAN-T run (trained or imported)",
-                              description="Generate images from prompts with a StyleGAN-T generator.",
-                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """`vidgen t2i` and the family's group `vidgen stylegan-t generate|train|eval|import` (the
+    last three are added by vidgen/cli.py for every family group)."""
+    add_t2i_arguments(subparsers.add_parser("t2i", help=HELP, description=HELP[0].upper() + HELP[1:] + ".",
+                                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
+    group = subparsers.add_parser("stylegan-t", help="StyleGAN-T text-to-image GAN: train, generate, eval, import",
+                                  description="StyleGAN-T: a text-conditioned GAN (docs/STYLEGAN_T.md).")
+    verbs = group.add_subparsers(dest="stylegan_t_command", metavar="COMMAND")
+    add_t2i_arguments(verbs.add_parser("generate", help=HELP + " (as `vidgen t2i`)", epilog=EPILOG,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter))
+    group.set_defaults(func=lambda args: group.print_help() or 2)
+
+
+def add_t2i_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", required=True, metavar="RUN", help="stylegan-t run or checkpoint folder")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="a prompt (repeatable)")
     p.add_argument("--prompts-file", metavar="FILE", help="a text file with one prompt per line")

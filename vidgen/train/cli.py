@@ -42,12 +42,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_train)
 
 
-def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init: bool = True) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init: bool = True,
+                        families: list[str] | None = None) -> None:
     """The options shared by every `... train` command (also used by `timelapse train`);
-    ``with_init=False`` for a command that defines its own ``--init``."""
+    ``with_init=False`` for a command that defines its own ``--init``; ``families`` limits the
+    FAMILY argument (`vidgen lvg train lvg-lowres ...`)."""
     if with_family:
-        p.add_argument("family", choices=_trainable(), metavar="FAMILY",
-                       help=f"model family: {', '.join(_trainable())}")
+        names = families or _trainable()
+        p.add_argument("family", choices=names, metavar="FAMILY", help=f"model family: {', '.join(names)}")
     p.add_argument("--config", metavar="FILE", help="YAML preset (e.g. configs/toygan-tiny.yaml)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (sets data.path); 'synthetic' where supported")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -98,9 +98,11 @@ class Problems:
 
 
 # --- choosing an importer --------------------------------------------------------------------
-def importers(family: str = "auto") -> dict[str, Importer]:
-    """Family name -> importer object, of every registered family that has one (or of ``family``)."""
-    fams = registry.families() if family == "auto" else [registry.get(family)]
+def importers(family: str = "auto", among: Sequence[str] | None = None) -> dict[str, Importer]:
+    """Family name -> importer object, of every registered family that has one (or of ``family``;
+    with ``among``, "auto" considers only those families)."""
+    fams = [f for f in registry.families() if among is None or f.name in among] if family == "auto" \
+        else [registry.get(family)]
     out = {}
     for f in fams:
         if f.importer:
@@ -110,12 +112,13 @@ def importers(family: str = "auto") -> dict[str, Importer]:
     return out
 
 
-def load_and_convert(path: str | os.PathLike, family: str = "auto") -> ImportedRun:
+def load_and_convert(path: str | os.PathLike, family: str = "auto",
+                     among: Sequence[str] | None = None) -> ImportedRun:
     """Read ``path`` without running code from it, pick the importer and convert."""
     from vidgen import safe_pickle
 
     path = Path(path)
-    found = importers(family)
+    found = importers(family, among)
     stubs = tuple(sorted({s for imp in found.values() for s in getattr(imp, "allow_stubs", ())}))
     tree = safe_pickle.load(path, allow_stubs=stubs)  # refuses unsafe files before anything else
     if not found:
