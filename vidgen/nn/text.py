@@ -16,8 +16,8 @@ its per-token features (``[B, T, token_dim]`` with a mask, what cross-attention 
   neighbouring words maps to a fixed Gaussian vector drawn from a seed derived from the
   SHA-256 of the text of the word (or pair); the pooled embedding is the normalised sum of
   the vectors of a text (the pairs keep "red circle on blue" apart from "blue circle on
-  red"), the tokens are the word vectors plus a sinusoidal position code. For CPU-sized runs
-  and benchmarks when no CLIP weights are at hand.
+  red"), the tokens are the word vectors plus a sinusoidal position code (a padding vector
+  after the last word). For CPU-sized runs and benchmarks when no CLIP weights are at hand.
 """
 
 from __future__ import annotations
@@ -227,12 +227,10 @@ class WordsEncoder(TextEncoder):
         for b, text in enumerate(texts):
             words = words_of(text)[:T]
             keys = words + [f"{a} {c}" for a, c in zip(words[:-1], words[1:])]
-            if keys:
-                pooled[b] = torch.stack([self.vector(k) for k in keys]).sum(0)
-                tokens[b, :len(words)] = torch.stack([self.vector(w) for w in words]) + pos[:len(words)]
-                mask[b, :len(words)] = True
-            else:
-                pooled[b] = self.vector("")
+            pooled[b] = torch.stack([self.vector(k) for k in keys]).sum(0) if keys else self.vector("")
+            # positions after the text hold a padding vector (as CLIP's positions after its end token)
+            tokens[b] = torch.stack([self.vector(w) for w in words] + [self.vector("<pad>")] * (T - len(words))) + pos
+            mask[b, :len(words)] = True
         return TextFeatures(F.normalize(pooled, dim=-1).to(dev), tokens.to(dev), mask.to(dev))
 
     def token_positions(self, text: str, phrase: str) -> list[int]:
