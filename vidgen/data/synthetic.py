@@ -251,7 +251,7 @@ def shapes_image(rng: np.random.Generator, size: int, objects: list[tuple[str, s
     placed = []
     n = len(objects)
     for k, (color, kind) in enumerate(objects):
-        r = size * rng.uniform(0.18, 0.28) * (1.0 if n == 1 else 0.8)
+        r = size * rng.uniform(0.26, 0.40) * (1.0 if n == 1 else 0.8)
         if n > 1:
             r = min(r, (size / n - 1) / 2)  # fits in its part of the image
         if n == 1:
