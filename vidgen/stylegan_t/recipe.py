@@ -94,6 +94,8 @@ class StyleGANTRecipe(Recipe):
             raise ConfigError("data.path: give a folder of images with .txt captions, a JSONL file or a prepared "
                               "dataset (--data DIR)")
         self.data = CaptionedImages(self.cfg.data.path, self.cfg.data.resolution, self.cfg.data.xflip)
+        if self.device.type != "meta":
+            self.embed(torch.zeros(1, dtype=torch.long))  # an encoder that cannot read the captions fails here
         return self.data
 
     # --- pieces ----------------------------------------------------------------------------
