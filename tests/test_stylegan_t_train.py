@@ -203,3 +203,23 @@ def test_losses_clip_guidance_and_text_encoder_phase(shapes):
     r, _ = _recipe(shapes, **{"loss.blur_sigma": 4.0, "loss.blur_fade_kimg": 1.0})
     r.nimg = 500
     assert r.blur_sigma() == 2.0
+
+
+@pytest.mark.slow
+def test_resume_is_exact(shapes, tmp_path, monkeypatch):
+    """Two steps, then two more with --resume, equal four steps in one go (G, G_ema, D with its
+    spectral-norm vectors, the x_avg of the mapping, the optimisers)."""
+    if not available("timm"):
+        pytest.skip("timm (the text extra) is not installed")
+    from vidgen.train.checkpoint import read_checkpoint
+
+    monkeypatch.chdir(ROOT)
+    four = [*TINY, "--set", "engine.steps=4", "--set", "engine.checkpoint_every=2", "--data", str(shapes)]
+    assert main(["train", "stylegan-t", *TINY, "--data", str(shapes), "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "stylegan-t", *four, "--out", str(tmp_path / "a"), "--resume", "auto"]) == 0
+    assert main(["train", "stylegan-t", *four, "--out", str(tmp_path / "b")]) == 0
+    a, b = (read_checkpoint(next((tmp_path / k).iterdir())) for k in "ab")
+    assert a.step == b.step == 4 and a.state["recipe"]["nimg"] == b.state["recipe"]["nimg"] == 4 * 4
+    for name in ("G", "G_ema", "D"):
+        sa, sb = a.network_state(name), b.network_state(name)
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), name
