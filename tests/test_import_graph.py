@@ -15,8 +15,8 @@ PACKAGES = ("vidgen", "timelapse")
 
 # (layer, module prefixes); the first matching prefix wins, longest prefixes first.
 LAYERS = {
-    0: ("vidgen.errors", "vidgen.nn"),
-    1: ("vidgen.config", "vidgen.fileio", "vidgen.registry", "vidgen.optional", "vidgen.hostmem",
+    0: ("vidgen.errors", "vidgen.optional", "vidgen.nn"),
+    1: ("vidgen.config", "vidgen.fileio", "vidgen.registry", "vidgen.hostmem",
         "vidgen.safe_pickle", "vidgen"),
     2: ("vidgen.data",),
     3: ("vidgen.render",),

@@ -7,6 +7,7 @@
     vidgen diffusion train|sample|phema|toy ...   (vidgen/diffusion/cli.py)
     vidgen sg3 generate ...             (vidgen/sg3/cli.py)
     vidgen timelapse train|render|invert|eval|inspect (timelapse/cli.py; also the `timelapse` script)
+    vidgen t2i ... / vidgen stylegan-t generate|train|eval|import   (vidgen/stylegan_t/cli.py)
     vidgen import PICKLE --out RUN_DIR  (vidgen/import_cli.py)
 
 Each of those modules defines ``register(subparsers)``, which adds its parser and sets
@@ -46,6 +47,7 @@ _COMMAND_MODULES = (
     "vidgen.diffusion.cli",
     "vidgen.sg3.cli",
     "timelapse.cli",
+    "vidgen.stylegan_t.cli",
     "vidgen.import_cli",
 )
 

@@ -18,6 +18,7 @@ BUILTIN = (
     "vidgen.lvg",
     "vidgen.diffusion",
     "vidgen.sg3",
+    "vidgen.stylegan_t",
     "timelapse",
 )
 

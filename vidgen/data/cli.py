@@ -46,7 +46,9 @@ inspected folder, which may be read-only)."""
 
 SYNTH_EPILOG = """examples:
   vidgen data synth drive out/drive --seed 0 --frames 600 --size 72x128 --videos 4
-  vidgen data synth timelapse out/tl --seed 0 --size 64x64 --days 400"""
+  vidgen data synth timelapse out/tl --seed 0 --size 64x64 --days 400
+  vidgen data synth shapes out/shapes --size 32x32 --count 4000          # captioned, for text-to-image
+  vidgen data synth shapes out/shapes2 --count 4000 --objects 1,2        # one or two shapes per image"""
 
 
 def _positive(text: str) -> int:
@@ -111,13 +113,15 @@ def register(subparsers) -> None:
 
     s = sub.add_parser("synth", help="write the procedural sample data (mp4 / jpg)",
                        epilog=SYNTH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("kind", choices=("drive", "timelapse"))
+    s.add_argument("kind", choices=("drive", "timelapse", "shapes"))
     s.add_argument("out", help="output folder")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size", default="72x128", help="HxW")
+    s.add_argument("--size", default=None, help="HxW (default 72x128; shapes: 32x32)")
     s.add_argument("--frames", type=_positive, default=300, help="frames per video (drive)")
     s.add_argument("--videos", type=_positive, default=3, help="number of videos (drive)")
     s.add_argument("--days", type=_positive, default=400, help="span in days (timelapse)")
+    s.add_argument("--count", type=_positive, default=4000, help="number of images (shapes)")
+    s.add_argument("--objects", default="1", help="shapes per image to draw from, e.g. 1 or 1,2 (shapes)")
     s.set_defaults(func=cmd_synth)
 
 
@@ -241,10 +245,20 @@ def cmd_inspect(args) -> int:
 
 def cmd_synth(args) -> int:
     from vidgen.data.manifest import parse_resolution
-    from vidgen.data.synthetic import make_drive, make_timelapse
+    from vidgen.data.synthetic import make_drive, make_shapes, make_timelapse
 
-    size = parse_resolution(args.size)
-    if args.kind == "drive":
+    size = parse_resolution(args.size or ("32x32" if args.kind == "shapes" else "72x128"))
+    if args.kind == "shapes":
+        if size[0] != size[1]:
+            raise DataError(f"--size {args.size}: shapes are square images, e.g. 32x32")
+        try:
+            objects = tuple(int(v) for v in args.objects.split(","))
+        except ValueError:
+            raise DataError(f"--objects {args.objects!r}: give counts like 1 or 1,2") from None
+        if not objects or any(n not in (1, 2) for n in objects):
+            raise DataError(f"--objects {args.objects!r}: shapes per image are 1 or 2")
+        paths = make_shapes(args.out, seed=args.seed, size=size[0], count=args.count, objects=objects)
+    elif args.kind == "drive":
         paths = make_drive(args.out, seed=args.seed, frames=args.frames, size=size, videos=args.videos)
     else:
         paths = make_timelapse(args.out, seed=args.seed, size=size, days=args.days)

@@ -215,3 +215,84 @@ def make_timelapse(out_dir, seed: int = 0, size: tuple[int, int] = (64, 64), day
     tmp.write_text(json.dumps(factors, indent=1))
     os.replace(tmp, out / "factors.json")
     return paths
+
+
+# --- captioned shapes (text-to-image) -------------------------------------------------------
+SHAPE_COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 225), "yellow": (235, 205, 40)}
+SHAPE_KINDS = ("circle", "square", "triangle")
+
+
+def shape_caption(objects: list[tuple[str, str]], background: str) -> str:
+    """[("red", "circle"), ...], "blue" -> "a red circle (and a ...) on a blue background"."""
+    return " and ".join(f"a {c} {k}" for c, k in objects) + f" on a {background} background"
+
+
+def _shape_mask(kind: str, size: int, box: tuple[float, float, float], ss: int = 4) -> np.ndarray:
+    """Anti-aliased coverage [size, size] in [0, 1] of a shape with centre (cx, cy) and
+    half-extent r (pixels), from ``ss`` x ``ss`` samples per pixel."""
+    cx, cy, r = box
+    t = (np.arange(size * ss) + 0.5) / ss
+    ys, xs = np.meshgrid(t, t, indexing="ij")
+    dx, dy = xs - cx, ys - cy
+    if kind == "circle":
+        inside = dx * dx + dy * dy <= r * r
+    elif kind == "square":
+        inside = (np.abs(dx) <= r * 0.85) & (np.abs(dy) <= r * 0.85)
+    else:  # triangle pointing up, inscribed in the circle of radius r
+        inside = (dy <= r * 0.5) & (dy >= -r + 1.732 * np.abs(dx))
+    return inside.reshape(size, ss, size, ss).mean(axis=(1, 3))
+
+
+def shapes_image(rng: np.random.Generator, size: int, objects: list[tuple[str, str]],
+                 background: str) -> tuple[np.ndarray, list[dict]]:
+    """One image uint8 [size, size, 3] and the placed objects (colour, shape, centre, radius)."""
+    img = np.empty((size, size, 3))
+    img[:] = np.asarray(SHAPE_COLORS[background], np.float64) + rng.normal(0, 6, 3)
+    placed = []
+    n = len(objects)
+    for k, (color, kind) in enumerate(objects):
+        r = size * rng.uniform(0.26, 0.40) * (1.0 if n == 1 else 0.8)
+        if n > 1:
+            r = min(r, (size / n - 1) / 2)  # fits in its part of the image
+        if n == 1:
+            cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+        else:  # side by side: object k in its own half (left / right, in caption order)
+            half = size / n
+            cx = rng.uniform(half * k + r + 0.5, half * (k + 1) - r - 0.5)
+            cy = rng.uniform(r + 1, size - r - 1)
+        m = _shape_mask(kind, size, (cx, cy, r))[..., None]
+        col = np.asarray(SHAPE_COLORS[color], np.float64) + rng.normal(0, 8, 3)
+        img = img * (1 - m) + col * m
+        placed.append({"color": color, "shape": kind, "cx": float(cx), "cy": float(cy), "r": float(r)})
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), placed
+
+
+def make_shapes(out_dir, seed: int = 0, size: int = 32, count: int = 2000, objects: tuple[int, ...] = (1,)) -> list[Path]:
+    """Write ``count`` PNG images of coloured shapes on coloured backgrounds, each with a
+    caption ``NAME.txt`` ("a red circle on a blue background"; with two objects "a red circle
+    and a blue square on a green background", the first in the left half), plus
+    ``labels.jsonl`` (file, caption, background, objects with centre and radius in pixels).
+    ``objects``: the numbers of shapes per image to draw from (e.g. (1, 2)). Colours of the
+    shapes and the background differ."""
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    colors = list(SHAPE_COLORS)
+    rows, paths = [], []
+    for i in range(count):
+        n = int(rng.choice(objects))
+        background = colors[rng.integers(len(colors))]
+        free = [c for c in colors if c != background]
+        picked = rng.choice(len(free), size=n, replace=False)
+        objs = [(free[j], SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]) for j in picked]
+        img, placed = shapes_image(rng, size, objs, background)
+        caption = shape_caption(objs, background)
+        path = out / f"shape_{i:05d}.png"
+        Image.fromarray(img).save(path)
+        (out / f"shape_{i:05d}.txt").write_text(caption + "\n")
+        paths.append(path)
+        rows.append(json.dumps({"file": path.name, "text": caption, "background": background, "objects": placed}))
+    tmp = out / ".labels.jsonl.tmp"
+    tmp.write_text("\n".join(rows) + "\n")
+    os.replace(tmp, out / "labels.jsonl")
+    return paths

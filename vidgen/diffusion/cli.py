@@ -32,8 +32,14 @@ SAMPLE_EPILOG = """examples:
   vidgen diffusion sample --net runs/img64-s --guide runs/img64-xs --guidance 1.7 --out g.png
   vidgen diffusion sample --net runs/img512-s --guide runs/img512-xs-uncond --cfg --guidance 1.4 --out cfg.png
   vidgen diffusion sample --net runs/edm-imagenet64 --steps 256 --S-churn 40 --S-min 0.05 --S-max 50 --S-noise 1.003 --out s.png
+  vidgen diffusion sample --net TEXT_RUN --prompt "a red circle and a blue square on a green background" --out t.png
+  vidgen diffusion sample --net TEXT_RUN --prompt "a red circle and a blue square" \
+      --region masks/right.png="red circle" --region masks/left.png="blue square" --pww-weight 1.0 --out pww.png
 CFG needs an unconditional model: the net's own when it was trained with label dropout, else
 a separate one given with --guide. Latent models are decoded with their VAE (encoder.vae, or --vae).
+A text-conditioned net (trained with data.captions) takes --prompt; each --region IMAGE=PHRASE
+paints a phrase of the prompt (white pixels of the grey-scale image, any size) and biases the
+cross-attention of its tokens there, strongest at high noise (paint-with-words, eDiff-I).
 """
 PHEMA_EPILOG = """examples:
   vidgen diffusion phema --snapshots runs/00001-diffusion-tiny-flowers-32x32-b32/phema --sigma-rel 0.05,0.10 --out phema-out
@@ -82,6 +88,11 @@ def register(subparsers) -> None:
     s.add_argument("--seeds", default="0-15", help="seed list, e.g. 0-63 or 1,5,9")
     s.add_argument("--class", dest="class_idx", type=non_negative_int,
                    help="class label (default: drawn from each seed, after its noise)")
+    s.add_argument("--prompt", metavar="TEXT", help="the prompt of a text-conditioned net")
+    s.add_argument("--region", action="append", default=[], metavar="IMAGE=PHRASE",
+                   help="paint-with-words: where a phrase of the prompt goes (repeatable)")
+    s.add_argument("--pww-weight", type=float, default=1.0, metavar="W",
+                   help="strength w' of the paint-with-words bias (default 1)")
     s.add_argument("--vae", metavar="DIR", help="where the run's VAE is (default: its encoder.vae)")
     s.add_argument("--batch", type=positive_int, default=16)
     s.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda (default auto)")
@@ -185,15 +196,19 @@ def run_sample(args) -> int:
     path = Path(args.out)
     if path.suffix.lower() != ".png" and path.exists() and not path.is_dir():
         raise VidgenError(f"--out {path}: exists and is not a folder; give a .png path or a folder")
+    text, paint = text_inputs(args, cfg, device)
     from tqdm import tqdm
     with tqdm(total=len(seeds), desc="sample", unit="image", disable=len(seeds) <= args.batch) as bar:
         out = generate_images(net, cfg, seeds, scfg, guide=guide, use_cfg=args.cfg, class_idx=args.class_idx,
-                              batch=args.batch, device=device, codec=LatentCodec(encoder, device), progress=bar.update)
+                              batch=args.batch, device=device, codec=LatentCodec(encoder, device), progress=bar.update,
+                              prompts=[args.prompt] * len(seeds) if text is not None else None, text=text,
+                              paint=paint)
     settings = {"net": str(args.net), "guide": args.guide, "cfg": args.cfg, "guidance": scfg.guidance,
                 "interval": scfg.interval, "steps": scfg.steps, "solver": scfg.solver, "churn": scfg.churn,
                 "S_min": scfg.s_tmin, "S_max": scfg.s_tmax, "S_noise": scfg.s_noise, "dtype": scfg.dtype,
                 "seeds": args.seeds, "class": args.class_idx, "nfe_per_batch": out.nfe,
-                "guide_nfe_per_batch": out.guide_nfe}
+                "guide_nfe_per_batch": out.guide_nfe, "prompt": args.prompt, "regions": args.region,
+                "pww_weight": args.pww_weight if args.region else None}
     if cfg.encoder.kind == "vae":
         settings["vae"] = encoder.vae
     try:
@@ -208,6 +223,25 @@ def run_sample(args) -> int:
     print(json.dumps({"out": str(path), "images": len(seeds), "nfe": out.nfe, "guide_nfe": out.guide_nfe,
                       "seconds": round(time.perf_counter() - t0, 2)}))
     return 0
+
+
+def text_inputs(args, cfg, device):
+    """(text encoder, PaintWithWords or None) for a text-conditioned net; (None, None) else."""
+    if not cfg.data.captions:
+        if args.prompt or args.region:
+            raise VidgenError(f"--prompt / --region need a text-conditioned net; {args.net} was not trained on "
+                              "captions (data.captions)")
+        return None, None
+    if not args.prompt:
+        raise VidgenError(f"{args.net} is text-conditioned: give --prompt TEXT")
+    from vidgen.diffusion.text import load_region, paint_with_words, parse_region, text_encoder
+    text = text_encoder(cfg, device)
+    if not args.region:
+        return text, None
+    regions = [(load_region(path), phrase) for path, phrase in map(parse_region, args.region)]
+    paint = paint_with_words(text, args.prompt, regions, args.pww_weight)
+    paint.masks = paint.masks.to(device)
+    return text, paint
 
 
 def check_guidance(args, cfg, guide_cfg) -> None:

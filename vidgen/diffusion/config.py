@@ -1,5 +1,5 @@
 """The typed config of a diffusion run (its YAML sections: engine, data, model, precond,
-encoder, loss, optim, ema, augment, sample, init)."""
+encoder, text, loss, optim, ema, augment, sample, init)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from vidgen.diffusion.edm import LossConfig
 from vidgen.diffusion.precond import PrecondConfig
 from vidgen.diffusion.sample import SamplerConfig
 from vidgen.diffusion.unet import UNetConfig
+from vidgen.nn.text import TextEncoderConfig
 from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig
 
 
@@ -22,6 +23,7 @@ class DiffusionDataConfig:
     class_from_folder: bool = False  # label = sub-folder (clip) index; needs model.label_dim = #folders
     xflip: bool = False
     latents: bool = False  # train on DIR/latents-RxR/ (vidgen data prepare --latents); resolution: the pixels'
+    captions: bool = False  # captioned images (vidgen/data/captions.py); the net cross-attends to their tokens
 
 
 @dataclass
@@ -41,6 +43,7 @@ class DiffusionConfig:
                                                                  img_channels=3, label_dim=0))
     precond: PrecondConfig = field(default_factory=PrecondConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # pixels <-> model space (vidgen/data/vae.py)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)  # with data.captions (vidgen/nn/text.py)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMASpec = field(default_factory=lambda: EMASpec(kind="power", sigma_rels=(0.05, 0.10), snapshot_every=0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from einops import rearrange
 
 from vidgen.data.vae import LatentCodec
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, SeedNoise, sample
+from vidgen.diffusion.text import prompt_tokens, text_encoder
 from vidgen.errors import VidgenError
 
 
@@ -33,10 +35,12 @@ class Generated:
 
 def generate_images(net, cfg, seeds: list[int], scfg: SamplerConfig, guide=None, use_cfg: bool = False,
                     class_idx: int | None = None, batch: int = 16, device="cpu", codec: LatentCodec | None = None,
-                    progress=None) -> Generated:
+                    progress=None, prompts: list[str] | None = None, text=None, paint=None) -> Generated:
     """Images of ``seeds`` from the denoiser ``net`` (config ``cfg``, a DiffusionConfig).
     ``guide``: a second denoiser (autoguidance, or with ``use_cfg`` the unconditional model of
-    classifier-free guidance); ``use_cfg`` without a guide drops the class in ``net`` itself."""
+    classifier-free guidance); ``use_cfg`` without a guide drops the class in ``net`` itself.
+    A text-conditioned net takes ``prompts`` (one per seed) encoded by ``text``, and
+    optionally ``paint`` (a PaintWithWords for those prompts' tokens; text.py)."""
     m = cfg.model
     codec = codec or LatentCodec(cfg.encoder, device)
     if class_idx is not None and not 0 <= class_idx < max(m.label_dim, 1):
@@ -49,7 +53,9 @@ def generate_images(net, cfg, seeds: list[int], scfg: SamplerConfig, guide=None,
         lab = None
         if m.label_dim:
             lab = torch.full((len(chunk),), class_idx, device=device) if class_idx is not None else rnd.randint(m.label_dim)
-        den = GuidedDenoiser(net, guide=guide, cfg=use_cfg, guidance=scfg.guidance, interval=scfg.interval, labels=lab)
+        tokens = prompt_tokens(text, prompts[i:i + batch]).to(device) if prompts is not None else None
+        den = GuidedDenoiser(net, guide=guide, cfg=use_cfg, guidance=scfg.guidance, interval=scfg.interval, labels=lab,
+                             tokens=tokens, extra={"paint": paint} if paint is not None else {})
         with torch.no_grad():
             x = sample(den, noise, scfg, step_noise=rnd)
             pixels = codec.decode(x)  # uint8 [B, 3, H, W]
@@ -71,13 +77,14 @@ class DiffusionSampler:
     [n, H, W, 3] of seeds seed .. seed + n - 1 with the run's sampler settings (the config's
     ``sample`` section), exactly what `vidgen diffusion sample` makes for those seeds. With
     ``sample.guidance`` != 1 and no ``guide``, the guidance is classifier-free through the net
-    itself (its label dropped), as `vidgen diffusion sample --cfg` does."""
+    itself (its label dropped), as `vidgen diffusion sample --cfg` does. A text-conditioned
+    net's image s uses prompt s mod (number of prompts) of the captions stored with the run."""
 
     kind = "image"
 
     def __init__(self, path, device="cpu", guide=None, **sampler_overrides):
         from vidgen.diffusion.load import load_denoiser
-        from vidgen.train.checkpoint import Checkpoint
+        from vidgen.train.checkpoint import Checkpoint, read_checkpoint
         self.device = torch.device(device)
         self.net, self.cfg = load_denoiser(path, self.device)
         self.guide = load_denoiser(guide, self.device)[0] if guide else None
@@ -89,6 +96,12 @@ class DiffusionSampler:
                               "unconditional mode for classifier-free guidance; sample with `vidgen diffusion "
                               "sample --guide` and evaluate the image folder, or set sample.guidance=1")
         self.codec = LatentCodec(self.cfg.encoder, self.device)
+        self.text, self.prompts = None, None  # a text-conditioned net: image s gets prompt s mod len(prompts)
+        if self.cfg.data.captions:
+            self.text = text_encoder(self.cfg, self.device)
+            c = path if isinstance(path, Checkpoint) else read_checkpoint(path) if Path(path).is_dir() else None
+            stored = (c.state.get("recipe") or {}).get("prompts") if c is not None else None
+            self.prompts = list(stored or ["a photograph"])
         side = self.cfg.data.resolution if self.cfg.encoder.kind == "vae" else self.cfg.model.img_resolution
         self.frame_size = (side, side)
         names = path.network_names if isinstance(path, Checkpoint) else ()
@@ -101,8 +114,10 @@ class DiffusionSampler:
                                  for k, v in dataclasses.asdict(self.scfg).items()}}
 
     def generate(self, seed: int, n: int) -> np.ndarray:
-        return generate_images(self.net, self.cfg, list(range(seed, seed + n)), self.scfg, guide=self.guide,
-                               use_cfg=self.use_cfg, device=self.device, codec=self.codec).images
+        seeds = list(range(seed, seed + n))
+        prompts = [self.prompts[s % len(self.prompts)] for s in seeds] if self.prompts else None
+        return generate_images(self.net, self.cfg, seeds, self.scfg, guide=self.guide, use_cfg=self.use_cfg,
+                               device=self.device, codec=self.codec, prompts=prompts, text=self.text).images
 
 
 def open_sampler(checkpoint, device="cpu") -> DiffusionSampler:

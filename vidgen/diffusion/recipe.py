@@ -7,7 +7,9 @@ With ``data.latents`` the model trains in a VAE's latent space on the latents th
 ``vidgen data prepare --latents VAE`` wrote for the pixel resolution ``data.resolution``
 (vidgen/data/vae.py): the ``encoder`` section is completed from that dataset (the VAE, the
 SHA-256 of its weights, the measured raw statistics) unless it sets them, so the run's
-config says how to decode its samples. Loading trained denoisers: load.py.
+config says how to decode its samples. With ``data.captions`` the data are captioned images
+and the net cross-attends to the tokens of their captions (text.py). Loading trained
+denoisers: load.py.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vidgen.diffusion.config import DiffusionConfig, DiffusionDataConfig, OptimC
 from vidgen.diffusion.edm import edm_loss
 from vidgen.diffusion.load import load_denoiser, load_weights  # noqa: F401  (public here)
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
+from vidgen.diffusion.text import CaptionItems, prompt_tokens, text_encoder
 from vidgen.diffusion.unet import build_denoiser
 from vidgen.errors import ConfigError
 from vidgen.train.recipe import EMASpec, OptimizerSpec, Phase, Recipe
@@ -106,6 +109,12 @@ class DiffusionRecipe(Recipe):
         if cfg.init:
             state, _ = load_weights(cfg.init)
             load_network_state(self.net, state, f"init={cfg.init}")
+        self.text = None  # the frozen text encoder of a captioned run (text.py)
+        self.texts: list[str] = []
+        if cfg.data.captions:
+            if cfg.data.latents:
+                raise ConfigError("data.captions with data.latents is not supported; train on captioned images")
+            self.text = text_encoder(cfg, device)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"net": self.net}
@@ -122,6 +131,14 @@ class DiffusionRecipe(Recipe):
         return {"net": self.cfg.ema}
 
     def dataset(self) -> torch.utils.data.Dataset:
+        if self.cfg.data.captions:
+            d = self.cfg.data
+            if not d.path:
+                raise ConfigError("data.path: give captioned images (a folder with .txt captions, a JSONL file or a "
+                                  "prepared dataset)")
+            ds = CaptionItems(d.path, d.resolution, d.xflip)
+            self.texts = ds.texts
+            return ds
         ds = LatentItems(self.cfg) if self.cfg.data.latents else ImageItems(self.cfg.data)
         m = self.cfg.model
         if self.cfg.data.class_from_folder and m.label_dim != ds.num_classes:
@@ -132,8 +149,18 @@ class DiffusionRecipe(Recipe):
     def loss(self, batch, step: int):
         x = self.codec.encode_latents(batch["raw"]) if "raw" in batch else batch["x"]  # [B, C, R, R]
         labels = batch["label"] if self.cfg.data.class_from_folder and self.cfg.model.label_dim else None
-        loss = edm_loss(self.net, x, labels, self.cfg.loss).mean()
+        tokens = self.tokens(batch["caption"].tolist()) if "caption" in batch else None
+        loss = edm_loss(self.net, x, labels, self.cfg.loss, tokens=tokens).mean()
         return loss, {"loss": loss.detach()}
+
+    def tokens(self, captions: list[int]) -> torch.Tensor:
+        """Caption indices -> the text encoder's per-token features [B, T, token_dim]."""
+        return prompt_tokens(self.text, [self.texts[i] for i in captions]).to(self.device)
+
+    def state_dict(self) -> dict:
+        # captions for the samples of `vidgen eval --fake` (generate.py); up to 256, spread over the data
+        step = max(len(self.texts) // 256, 1)
+        return {"prompts": self.texts[::step][:256]} if self.texts else {}
 
     def sample(self, nets: dict[str, nn.Module], num: int, seed: int) -> torch.Tensor:
         net = nets["net"]
@@ -141,9 +168,10 @@ class DiffusionRecipe(Recipe):
         gen = torch.Generator(device=self.device).manual_seed(seed)
         noise = torch.randn(num, m.img_channels, m.img_resolution, m.img_resolution, generator=gen, device=self.device)
         labels = torch.arange(num, device=self.device) % m.label_dim if m.label_dim else None
+        tokens = self.tokens([i % len(self.texts) for i in range(num)]) if self.text is not None and self.texts else None
         scfg = SamplerConfig(steps=min(self.cfg.sample.steps, 16), dtype=self.cfg.sample.dtype)
         with torch.no_grad():
-            x = sample(GuidedDenoiser(net, labels=labels), noise, scfg).float()
+            x = sample(GuidedDenoiser(net, labels=labels, tokens=tokens), noise, scfg).float()
         if self.cfg.encoder.kind == "vae":  # decoded with the dataset's VAE
             return self.codec.decode(x).float() / 127.5 - 1
         return x.clamp(-1, 1)

@@ -95,8 +95,10 @@ def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
 
 
 def parameter_counts(recipe_cls: type, cfg: Any, children: bool = False) -> dict[str, int]:
-    """Parameters per network; with ``children``, also per direct sub-module as ``"G.mapping"``."""
-    recipe = recipe_cls(cfg, torch.device("cpu"))
+    """Parameters per network; with ``children``, also per direct sub-module as ``"G.mapping"``.
+    A recipe with ``count_on_meta = True`` is built on the meta device (no memory, no weight
+    files read: paper-size networks with frozen pretrained parts)."""
+    recipe = recipe_cls(cfg, torch.device("meta" if getattr(recipe_cls, "count_on_meta", False) else "cpu"))
     counts = {}
     for name, net in recipe.networks().items():
         counts[name] = sum(p.numel() for p in net.parameters())
