@@ -171,6 +171,9 @@ class TimelapseRecipe(Recipe):
     def ema(self) -> dict[str, EMASpec]:
         return {"G": self.cfg.ema}
 
+    def statistics(self) -> dict[str, nn.Module]:
+        return {"pl": self.pl}  # the path-length target
+
     def dataset(self) -> torch.utils.data.Dataset:
         if self.data is None:
             raise ConfigError("timelapse train needs --data DIR (a prepared dataset or a folder of time-stamped frames)")

@@ -35,6 +35,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from vidgen.nn.filters import kaiser_lowpass
+from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import FullyConnected
 
 CHUNK_ELEMENTS = 1 << 23  # upsampled elements per chunk of channels in filtered_lrelu
@@ -294,7 +295,7 @@ class SynthesisLayer(nn.Module):
         k = self.conv_kernel
         self.weight = nn.Parameter(torch.randn(spec.out_channels, spec.in_channels, k, k))
         self.bias = nn.Parameter(torch.zeros(spec.out_channels))
-        self.register_buffer("magnitude_ema", torch.ones([]))
+        register_statistic(self, "magnitude_ema", torch.ones([]))
 
         # Upsample to 2x the higher of the two rates for the nonlinearity (not for ToRGB).
         tmp_rate = max(spec.in_rate, spec.out_rate) * (1 if spec.is_torgb else lrelu_upsampling)

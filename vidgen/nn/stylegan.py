@@ -18,6 +18,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from vidgen.nn.alias_free import upfirdn2d
+from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import FullyConnected, lrelu_gain, normalize_2nd_moment
 
 SQRT_HALF = math.sqrt(0.5)
@@ -43,7 +44,7 @@ class StyleMapping(nn.Module):
         self.layers = nn.ModuleList(FullyConnected(dims[i], dims[i + 1], activation="lrelu",
                                                    lr_multiplier=lr_multiplier) for i in range(num_layers))
         if w_avg_beta is not None:
-            self.register_buffer("w_avg", torch.zeros(w_dim))
+            register_statistic(self, "w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, psi: float = 1.0,
                 cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:

@@ -43,7 +43,7 @@ from vidgen.config import config_to_dict, dump_yaml
 from vidgen.errors import ConfigError, DataError, VidgenError, describe_os_error
 from vidgen.train import checkpoint as ckpt
 from vidgen.train.dist import (DistInfo, all_reduce_grads, all_reduce_mean, broadcast_module,  # noqa: F401
-                               gather_objects, init_distributed, make_loader, on_main, rank_seed,
+                               gather_objects, init_distributed, make_loader, on_main, rank_seed, seed_group,
                                shutdown, split_batch, to_device)
 from vidgen.train.ema import EMA, make_ema
 from vidgen.train.log import StatsAverager, Timer, TrainLogger, save_samples, truncate_stats
@@ -51,6 +51,7 @@ from vidgen.train.resume import check_resume
 from vidgen.train.runplan import plan_run
 from vidgen.train.optim import build_optimizer, check_lazy_regularisation, scheduled_lr  # noqa: F401 (re-exported)
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe  # noqa: F401 (re-exported)
+from vidgen.train.sync import GroupStatistics, RankMismatchError, check_consistency
 
 
 class NonFiniteError(VidgenError):
@@ -90,6 +91,10 @@ class Trainer:
                 raise ConfigError(f"phase {ph.name!r} uses optimizer {ph.optimizer!r}; the recipe has {', '.join(self.opts)}")
         check_lazy_regularisation(self.specs, self.phases)
         self.emas: dict[str, EMA] = {k: make_ema(k, self.nets[k], s) for k, s in self.recipe.ema().items()}
+        self.extra = self.recipe.statistics()  # modules besides the networks with running statistics
+        for mod in self.extra.values():
+            broadcast_module(mod, info)
+        self.statistics = GroupStatistics({**self.nets, **{f"recipe.{k}": m for k, m in self.extra.items()}})
         self.step, self.nimg = 0, 0
         self.nonfinite_run: dict[str, int] = {}  # phase -> non-finite losses in a row
         self.nonfinite_losses, self.nonfinite_grads = 0, 0
@@ -106,16 +111,23 @@ class Trainer:
                 p.requires_grad_(orig and k in names)
         self._grad_state = names
 
-    def run_phase(self, phase: Phase, micros: list[Any], timer: Timer | None) -> dict[str, float]:
+    def run_phase(self, phase: Phase, micros: list[Any], timer: Timer | None, index: int = 0) -> dict[str, float]:
+        """Phase number ``index`` of this step on this rank's ``micros`` (one per accumulation
+        round). Each round is one group of the global batch (dist.seed_group): the RNGs are
+        seeded for it and the running statistics restarted for it (sync.py)."""
         opt = self.opts[phase.optimizer]
         self._set_trainable(phase.trainable)
         opt.zero_grad(set_to_none=True)
         accum, dev = len(micros), self.info.device
+        world, rank = self.info.world_size, self.info.rank
         loss_sum, stats = 0.0, {}
-        for micro in micros:
+        self.statistics.begin()
+        for a, micro in enumerate(micros):
+            seed_group(self.ecfg.seed, self.step, index, a * world + rank, dev)
             with self.autocast:
                 loss, st = phase.loss(micro, self.step)
             (loss * (phase.interval / accum)).backward()
+            self.statistics.end_group(last=a == accum - 1)
             loss_sum = loss_sum + loss.detach().float()
             for k, v in st.items():  # kept on the device: one sync per phase, below
                 v = torch.as_tensor(v, device=dev).detach().float() / accum
@@ -127,20 +139,25 @@ class Trainer:
         grads = [p.grad for p in params if p.grad is not None]
         # a norm is non-finite iff an entry is (one fused kernel instead of one per tensor)
         finite = torch.stack(torch._foreach_norm(grads)).isfinite().all() if grads else torch.ones((), dtype=torch.bool)
-        # loss and stats averaged over ranks in one all-reduce, so every rank decides alike
+        # loss, stats and the running statistics' changes averaged over ranks in one
+        # all-reduce, so every rank decides alike and holds the same statistics
         keys = list(stats)
         local = torch.stack([torch.as_tensor(loss_sum / accum, device=dev).float().reshape(())]
-                            + [stats[k].reshape(()) for k in keys])
-        values = torch.cat([all_reduce_mean(local, self.info), finite.float().to(dev).reshape(1)]).tolist()
+                            + [torch.as_tensor(stats[k], device=dev).float().reshape(()) for k in keys])
+        mean = all_reduce_mean(torch.cat([local, self.statistics.local_delta().to(dev)]), self.info)
+        values = torch.cat([mean[:len(local)], finite.float().to(dev).reshape(1)]).tolist()
         loss_val, grads_ok = values[0], values[-1]
         stats = dict(zip(keys, values[1:-1]), **{f"{phase.name}/loss": loss_val})
         if not math.isfinite(loss_val):
+            self.statistics.restore()  # a skipped phase leaves the statistics as they were
             self.nonfinite_losses += 1
             self.nonfinite_run[phase.name] = self.nonfinite_run.get(phase.name, 0) + 1
             if self.nonfinite_run[phase.name] >= self.ecfg.max_nonfinite:
                 raise NonFiniteError(f"phase {phase.name!r} at step {self.step}")
             opt.zero_grad(set_to_none=True)
         else:
+            if accum * world > 1:  # one group alone keeps its own result, bit for bit
+                self.statistics.apply(mean[len(local):])
             self.nonfinite_run[phase.name] = 0
             if not grads_ok:  # EDM2: zero non-finite gradient entries
                 self.nonfinite_grads += 1
@@ -158,10 +175,10 @@ class Trainer:
         micros = split_batch(batch, self.ecfg.accum)
         stats: dict[str, float] = {}
         trained: set[str] = set()
-        for phase in self.phases:
+        for index, phase in enumerate(self.phases):
             if self.step % phase.interval:
                 continue
-            stats.update(self.run_phase(phase, micros, timer))
+            stats.update(self.run_phase(phase, micros, timer, index))
             trained.update(phase.trainable)
         self.nimg += self.ecfg.batch
         for name, ema in self.emas.items():
@@ -172,6 +189,14 @@ class Trainer:
         if timer:
             timer.lap("optimizer")
         return stats
+
+    def check_consistency(self) -> None:
+        """RankMismatchError on every rank unless every rank holds the same parameters and
+        buffers (networks, EMA copies, the recipe's statistics modules); collective."""
+        tensors = [(f"{n}/{k}", t) for n, net in self.all_networks().items()
+                   for k, t in [*net.named_parameters(), *net.named_buffers()]]
+        tensors += [(f"recipe.{n}/{k}", t) for n, m in self.extra.items() for k, t in m.named_buffers()]
+        check_consistency(tensors, self.info, self.step)
 
     # --- state -------------------------------------------------------------------------
     def all_networks(self) -> dict[str, nn.Module]:
@@ -416,7 +441,10 @@ class Run:
             tr.sample(self.run_dir / "samples")
         if tr.step % e.log_every == 0 or tr.step == e.steps:
             self.tick()
-        if (tr.step % e.checkpoint_every == 0 or tr.step == e.steps) and not any(tr.nonfinite_run.values()):
+        save = (tr.step % e.checkpoint_every == 0 or tr.step == e.steps) and not any(tr.nonfinite_run.values())
+        if info.active and e.consistency_every and (tr.step % e.consistency_every == 0 or save):
+            tr.check_consistency()  # never a checkpoint of ranks that drifted apart
+        if save:
             tr.save(self.run_dir, self.family)
         self.timer.lap("logging")
 
@@ -456,6 +484,8 @@ def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInf
     try:
         while not run.done:
             run.step()
+    except RankMismatchError as exc:
+        raise RankMismatchError(f"training stopped: {exc}; {_kept(run.run_dir)}") from None
     except NonFiniteError as exc:
         raise NonFiniteError(
             f"training stopped: {cfg.engine.max_nonfinite} non-finite losses in a row in {exc}; {_kept(run.run_dir)}. "

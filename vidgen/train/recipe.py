@@ -159,6 +159,12 @@ class Recipe:
         """Network name -> EMA settings. The engine stores the copy as ``f"{name}_ema"``."""
         return {}
 
+    def statistics(self) -> dict[str, nn.Module]:
+        """Modules besides :meth:`networks` whose running statistics (vidgen/nn/stats.py) the
+        phases update, e.g. a path-length regulariser: the engine keeps them identical on every
+        rank like the networks' own (vidgen/train/sync.py). Their state is the recipe's to save."""
+        return {}
+
     def dataset(self) -> torch.utils.data.Dataset:
         raise NotImplementedError
 
@@ -202,6 +208,7 @@ class EngineConfig:
     log_every: PositiveInt = 50  # steps per tick: one JSONL stats line
     sample_every: NonNegativeInt = 0  # steps between sample media (0: off)
     max_nonfinite: PositiveInt = 10  # consecutive non-finite losses before training stops
+    consistency_every: NonNegativeInt = 100  # steps between checks that all ranks hold the same weights (0: off)
 
     def check(self) -> None:
         if self.batch % self.accum:
