@@ -21,7 +21,11 @@ Details a recipe can rely on:
 - Learning rate at step s: ``lr * min((s + 1) / rampup_steps, 1)`` and, for ``inv_sqrt``,
   ``/ sqrt(max(s / ref_steps, 1))`` (EDM2, METHODS.md 4).
 - Randomness in ``phase.loss`` must come from the global torch / numpy / python RNGs (or
-  from the batch); ``dataset[i]`` may use those RNGs too: the loader seeds them per item from
+  from the batch): they are seeded for each group of the global batch before it runs a phase
+  (dist.seed_group), so W ranks train like one process with W times the accumulation rounds.
+  Buffers a forward pass moves (running statistics, vidgen/nn/stats.py) are averaged over the
+  groups after each phase (sync.py) and checked equal on every rank every
+  ``engine.consistency_every`` steps. ``dataset[i]`` may use the RNGs too: the loader seeds them per item from
   its position in the sample stream (dist.make_loader). Then resume is bitwise exact, with
   any number of loader workers.
 - ``recipe.sample`` runs on rank 0 inside a forked RNG, so it never changes training.
@@ -51,7 +55,7 @@ from vidgen.train.resume import check_resume
 from vidgen.train.runplan import plan_run
 from vidgen.train.optim import build_optimizer, check_lazy_regularisation, scheduled_lr  # noqa: F401 (re-exported)
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe  # noqa: F401 (re-exported)
-from vidgen.train.sync import GroupStatistics, RankMismatchError, check_consistency
+from vidgen.train.sync import GroupStatistics, RankMismatchError, check_consistency, state_tensors
 
 
 class NonFiniteError(VidgenError):
@@ -196,6 +200,7 @@ class Trainer:
         tensors = [(f"{n}/{k}", t) for n, net in self.all_networks().items()
                    for k, t in [*net.named_parameters(), *net.named_buffers()]]
         tensors += [(f"recipe.{n}/{k}", t) for n, m in self.extra.items() for k, t in m.named_buffers()]
+        tensors += state_tensors(self.recipe.state_dict(), "recipe state")  # e.g. ADA's p
         check_consistency(tensors, self.info, self.step)
 
     # --- state -------------------------------------------------------------------------
@@ -313,8 +318,10 @@ class Trainer:
         nets = {**self.nets, **nets}
         np_state, py_state = np.random.get_state(), random.getstate()
         devices = [self.info.device] if self.info.device.type == "cuda" else []
+        self.statistics.begin()  # rank 0 alone samples: whatever it runs must not move a statistic
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             media = self.recipe.sample(nets, num, self.ecfg.seed)
+        self.statistics.restore()
         np.random.set_state(np_state)
         random.setstate(py_state)
         return None if media is None else save_samples(media, folder, self.step)

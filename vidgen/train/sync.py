@@ -109,6 +109,19 @@ def checksum(t: torch.Tensor) -> torch.Tensor:
     return flat.view(_BITS[flat.element_size()]).sum(dtype=torch.int64)
 
 
+def state_tensors(state, prefix: str) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every number and tensor in a recipe's ``state_dict`` (nested dicts
+    and lists), e.g. ADA's p, so the consistency check covers them too."""
+    if isinstance(state, torch.Tensor):
+        return [(prefix, state)]
+    if isinstance(state, bool) or not isinstance(state, (int, float, dict, list, tuple)):
+        return []
+    if isinstance(state, (int, float)):
+        return [(prefix, torch.tensor(float(state), dtype=torch.float64))]
+    items = state.items() if isinstance(state, dict) else enumerate(state)
+    return [t for k, v in items for t in state_tensors(v, f"{prefix}.{k}")]
+
+
 def check_consistency(tensors: list[tuple[str, torch.Tensor]], info: DistInfo, step: int) -> None:
     """Every rank's checksums of ``tensors`` (name, tensor), gathered on every rank; a
     :class:`RankMismatchError` on every rank naming the first tensor (in the given order) on
