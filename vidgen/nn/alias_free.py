@@ -275,6 +275,12 @@ def modulated_conv2d_shared(x: torch.Tensor, weight: torch.Tensor, styles: torch
     return rearrange(y, "t (b o) h w -> (b t) o h w", b=B)
 
 
+def fp16_synthesis_layers(layers, img_resolution: int, num_fp16_res: int) -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """The alias-free layers StyleGAN3 runs in float16: those whose input sampling rate times
+    ``2 ** num_fp16_res`` exceeds the image resolution (vidgen/nn/fp16.py)."""
+    return [(layer, (0,)) for layer in layers if num_fp16_res > 0 and layer.spec.in_rate * 2 ** num_fp16_res > img_resolution]
+
+
 class SynthesisLayer(nn.Module):
     """Modulated conv + filtered leaky ReLU + input magnitude EMA (StyleGAN3 layer).
 

@@ -3,7 +3,7 @@
     run_dir = train(ToyGANRecipe, cfg, resume="auto")
 
 The engine owns: per-rank seeding and data (``vidgen.data.sampler.InfiniteSampler``),
-gradient accumulation, gradient averaging over ranks (dist.py), bf16 autocast on CUDA,
+gradient accumulation, gradient averaging over ranks (dist.py), precision (precision.py),
 learning-rate schedules and the lazy-regularisation compensation of ``OptimizerSpec`` (optim.py),
 non-finite guards, EMA (ema.py), checkpoints and resume (checkpoint.py) and logging (log.py).
 
@@ -55,6 +55,8 @@ from vidgen.train.resume import check_resume
 from vidgen.train.runplan import plan_run
 from vidgen.train.optim import build_optimizer, check_lazy_regularisation, scheduled_lr  # noqa: F401 (re-exported)
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe  # noqa: F401 (re-exported)
+from vidgen.nn.fp16 import run_in_fp16
+from vidgen.train.precision import LossScaler, plan_precision
 from vidgen.train.sync import GroupStatistics, RankMismatchError, check_consistency, state_tensors
 
 
@@ -77,10 +79,10 @@ class Trainer:
         if e.batch % (info.world_size * e.accum):
             raise ConfigError(f"engine.batch={e.batch} must be divisible by world size {info.world_size} "
                               f"x engine.accum {e.accum}")
-        prec = e.precision if e.precision != "auto" else ("bf16" if info.device.type == "cuda" else "fp32")
-        if prec not in ("fp32", "bf16"):
-            raise ConfigError(f"engine.precision must be auto, fp32 or bf16; got {e.precision!r}")
-        self.autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=prec == "bf16")
+        self.precision = plan_precision(e.precision, info.device, recipe_cls.mixed_precision)
+        self.autocast = torch.autocast(info.device.type, dtype=self.precision.autocast or torch.bfloat16,
+                                       enabled=self.precision.autocast is not None)
+        self.scaler = LossScaler() if self.precision.loss_scaling else None
         seed_all(e.seed)  # the same initial weights on every rank (rank 0's are broadcast anyway)
         self.recipe = recipe_cls(cfg, info.device)
         self.nets = {k: v.to(info.device) for k, v in self.recipe.networks().items()}
@@ -95,6 +97,9 @@ class Trainer:
                 raise ConfigError(f"phase {ph.name!r} uses optimizer {ph.optimizer!r}; the recipe has {', '.join(self.opts)}")
         check_lazy_regularisation(self.specs, self.phases)
         self.emas: dict[str, EMA] = {k: make_ema(k, self.nets[k], s) for k, s in self.recipe.ema().items()}
+        if self.precision.fp16_layers:  # the trained networks only: EMA copies compute in float32
+            for layer, inputs in self.recipe.fp16_layers(e.num_fp16_res):
+                run_in_fp16(layer, inputs)
         self.extra = self.recipe.statistics()  # modules besides the networks with running statistics
         for mod in self.extra.values():
             broadcast_module(mod, info)
@@ -130,7 +135,8 @@ class Trainer:
             seed_group(self.ecfg.seed, self.step, index, a * world + rank, dev)
             with self.autocast:
                 loss, st = phase.loss(micro, self.step)
-            (loss * (phase.interval / accum)).backward()
+            scale = self.scaler.scale if self.scaler is not None else 1.0
+            (loss * (phase.interval / accum * scale)).backward()
             self.statistics.end_group(last=a == accum - 1)
             loss_sum = loss_sum + loss.detach().float()
             for k, v in st.items():  # kept on the device: one sync per phase, below
@@ -163,7 +169,15 @@ class Trainer:
             if accum * world > 1:  # one group alone keeps its own result, bit for bit
                 self.statistics.apply(mean[len(local):])
             self.nonfinite_run[phase.name] = 0
-            if not grads_ok:  # EDM2: zero non-finite gradient entries
+            if self.scaler is not None:  # float16: skip the step on overflow, else unscale
+                self.scaler.update(bool(grads_ok))
+                if not grads_ok:
+                    opt.zero_grad(set_to_none=True)
+                    if timer:
+                        timer.lap("optimizer")
+                    return stats
+                torch._foreach_mul_(grads, 1.0 / scale)
+            elif not grads_ok:  # EDM2: zero non-finite gradient entries
                 self.nonfinite_grads += 1
                 for g in grads:
                     torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
@@ -227,6 +241,8 @@ class Trainer:
             "counters": {"nonfinite_losses": self.nonfinite_losses, "nonfinite_grads": self.nonfinite_grads},
             "optimizers": optim, "recipe": recipe_state, "time": time.time(),
         }
+        if self.scaler is not None:
+            state["loss_scale"] = self.scaler.state_dict()
         path = ckpt.write_checkpoint(ckpt.checkpoint_dir(run_dir, self.step), networks, tensors, state)
         ckpt.prune_checkpoints(run_dir, self.ecfg.keep_last, self.ecfg.milestone_every)
         return path
@@ -252,6 +268,9 @@ class Trainer:
                 ckpt.load_optimizer_state(o, c.state["optimizers"][k], tensors)
             part = "recipe state"
             self.recipe.load_state_dict(ckpt.join_state(c.state["recipe"], tensors))
+            if self.scaler is not None and "loss_scale" in c.state:
+                part = "loss scale"
+                self.scaler.load_state_dict(c.state["loss_scale"])
             part = "RNG state"
             rngs = c.state["rng"]
             if len(rngs) == self.info.world_size:
