@@ -138,13 +138,15 @@ def reconstruct(folder: str | Path, sigma_rels: list[float], network: str | None
         raise VidgenError(f"{folder}: no snapshot at or before step {t_r}")
     t_i = [info["step"] for _, info in snaps]
     g_i = [info["gamma"] for _, info in snaps]
+    # buffers (w_avg, magnitude EMAs, ...) are copied into an EMA, not averaged: the last one's
+    buffers = set(snaps[-1][1]["buffers"]) if all("buffers" in info for _, info in snaps) else None
     infos, accs = [], []
     for s in sigma_rels:
         g_r = _gamma(s)
         x = normalised_weights(t_i, g_i, t_r, g_r)
         infos.append({"format": RECON_FORMAT, "network": nets[0], "step": int(t_r), "sigma_rel": s, "gamma": g_r,
                       "num_snapshots": len(t_i), "profile_error": profile_error(t_i, g_i, x, t_r, g_r)})
-        accs.append(Accumulator(x))
+        accs.append(Accumulator(x, buffers=buffers))
     for p, _ in snaps:
         state = read_snapshot(p)[0]
         for acc in accs:
