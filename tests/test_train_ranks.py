@@ -167,7 +167,28 @@ def _newest_step(out: Path) -> int:
     return max((int(s.split("-")[-1]) for s in steps), default=0)
 
 
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through Linux /proc")
 def test_two_ranks_killed_and_resumed_are_bitwise_exact(tmp_path):
     """sg3 (w_avg, magnitude EMAs, ADA) under two ranks: SIGKILL to both ranks after a
     checkpoint, `--resume auto`, and the end is bitwise the uninterrupted run's."""
@@ -178,15 +199,22 @@ def test_two_ranks_killed_and_resumed_are_bitwise_exact(tmp_path):
     assert ref.returncode == 0, ref.stderr[-3000:]
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd("sg3", "synthetic", out, 2, extra), env=_env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while _newest_step(out) < 4 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read()[-2000:]
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks at once
+    ranks = _children(proc.pid)  # torchrun starts its ranks in sessions of their own
+    assert len(ranks) == 2, ranks
+    for pid in ranks + [proc.pid]:  # both ranks, then torchrun: a machine that went down
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
+    for pid in ranks:
+        while Path(f"/proc/{pid}").exists() and "zombie" not in _status(pid):
+            time.sleep(0.01)
     killed_at = _newest_step(out)
     assert 4 <= killed_at < steps
+    print(f"2 ranks killed after the checkpoint of step {killed_at} of {steps}")
     done = subprocess.run(_cmd("sg3", "synthetic", out, 2, extra) + ["--resume", "auto"], env=_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
