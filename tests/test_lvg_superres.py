@@ -1,4 +1,4 @@
-"""Super-res networks of the long-video GAN (METHODS.md 1.4): sizes, shapes, windows."""
+"""Super-res networks of the long-video GAN (docs/METHODS.md 1.4): sizes, shapes, windows."""
 
 import pytest
 import torch

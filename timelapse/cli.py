@@ -1,4 +1,4 @@
-"""`timelapse` command line: train | render | invert | eval | inspect (METHODS.md section 2)."""
+"""`timelapse` command line: train | render | invert | eval | inspect (docs/METHODS.md section 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Time-conditioned StyleGAN2 generator and projection discriminator (METHODS.md section 2).
+"""Time-conditioned StyleGAN2 generator and projection discriminator (docs/METHODS.md section 2).
 
 Generator: z -> mapping (t does not enter) -> w; every modulated conv and ToRGB uses
 ``style = A(w) * (L c)``, with ``L`` a bias-free linear map from the time features c that

@@ -1,4 +1,4 @@
-"""Super-resolution networks of the long-video GAN (METHODS.md 1.4).
+"""Super-resolution networks of the long-video GAN (docs/METHODS.md 1.4).
 
 Generator: a StyleGAN3-T synthesis network (14 layers + ToRGB, channel base 32768, max 512,
 sampling rate 16 -> 256, 10-sample margin) without the Fourier-feature input. Every layer
@@ -173,7 +173,7 @@ class SuperResGenerator(nn.Module):
     @torch.no_grad()
     def upsample_window(self, lowres: torch.Tensor, seed: int | None = None, segment: int = 16,
                         z: torch.Tensor | None = None) -> torch.Tensor:
-        """Super-resolve one window of a long video (METHODS.md 1.4, inference).
+        """Super-resolve one window of a long video (docs/METHODS.md 1.4, inference).
 
         lowres: [C, T + 2K, h, w] in [-1, 1] (K = context = 4 margin frames each side) ->
         [C, T, H, W]. z comes from ``seed`` (or is given: [1, z_dim]) so every window of one
