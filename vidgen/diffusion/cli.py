@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vidgen.argtypes import (device_name, finite_float, non_negative_float, non_negative_float_or_inf,
+from vidgen.argtypes import (device_name, finite_float, non_negative_float, non_negative_float_or_inf, parse_seeds,
                              non_negative_int, positive_float, positive_int)
 from vidgen.errors import VidgenError, output_error
 from vidgen.fileio import atomic_files
@@ -144,16 +144,6 @@ def run_train(args) -> int:
         return 0
     return run_recipe(DiffusionRecipe, args)
 
-
-def parse_seeds(text: str) -> list[int]:
-    out = []
-    try:
-        for part in text.split(","):
-            a, _, b = part.partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError:
-        raise VidgenError(f"--seeds {text!r}: use a range like 0-63 or a list like 1,5,9") from None
-    return out
 
 
 def parse_interval(text: str | None):
