@@ -21,7 +21,8 @@ import torch
 
 from vidgen.lvg.superres import SuperResDiscriminator, SuperResGenerator, SuperResModelConfig
 from vidgen.nn.filters import linear_filter
-from vidgen.train.statemap import StateMap, move_alias_free_layer, move_resnet_discriminator
+from vidgen.train.statemap import (StateMap, move_alias_free_layer, move_resnet_discriminator,
+                                   synthesis_layer_index)
 from vidgen.train.statemap import scalar as _scalar
 
 VIDEO_G_ARGS = {"hr_height", "hr_width", "lr_height", "lr_width", "temporal_context", "latent_z_dim",
@@ -90,18 +91,13 @@ def discriminator_config(kwargs: dict, problems: list[str], notes: list[str]) ->
     return out
 
 
-def _index(name: str) -> int:
-    m = re.fullmatch(r"L(\d+)(?:_\d+)*", name)
-    return int(m.group(1)) if m else -1
-
-
 def generator_state(source: dict[str, torch.Tensor], cfg: SuperResModelConfig, where: str = "G",
                     verify_constants: bool = True) -> StateMap:
     with torch.device("cpu" if verify_constants else "meta"):
         net = SuperResGenerator(cfg)
     sm = StateMap(source, where)
-    names = sorted({k.split(".")[2] for k in sm.keys("SG3.synthesis.L")}, key=_index)
-    if [_index(n) for n in names] != list(range(len(net.layers))):
+    names = sorted({k.split(".")[2] for k in sm.keys("SG3.synthesis.L")}, key=synthesis_layer_index)
+    if [synthesis_layer_index(n) for n in names] != list(range(len(net.layers))):
         sm.problems.append(f"{where}: synthesis layers {', '.join(names)} do not match the {len(net.layers)} "
                            "layers of the config")
     for i, name in enumerate(names[:len(net.layers)]):

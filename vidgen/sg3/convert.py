@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from vidgen.sg3.networks import Generator, SG3ModelConfig
-from vidgen.train.statemap import StateMap, move_alias_free_layer, move_resnet_discriminator
+from vidgen.train.statemap import (StateMap, move_alias_free_layer, move_resnet_discriminator,
+                                   synthesis_layer_index)
 from vidgen.train.statemap import scalar as _scalar
 
 # reference constructor argument -> SG3ModelConfig field (None: checked or ignored below)
@@ -119,11 +120,6 @@ def d_config(kwargs: dict, problems: list[str], notes: list[str]) -> dict[str, A
     return out
 
 
-def _layer_index(name: str) -> int:
-    m = re.fullmatch(r"L(\d+)_\d+(?:_\d+)*", name)
-    return int(m.group(1)) if m else -1
-
-
 def generator_state(source: dict[str, torch.Tensor], cfg: SG3ModelConfig, where: str = "G",
                     verify_constants: bool = True) -> StateMap:
     """Moves a reference Generator's tensors onto vidgen names (``StateMap.out``).
@@ -135,8 +131,8 @@ def generator_state(source: dict[str, torch.Tensor], cfg: SG3ModelConfig, where:
     sm = StateMap(source, where)
     sm.move_prefix("synthesis.input.", "synthesis.input.",
                    ("weight", "transform", "freqs", "phases", "affine.weight", "affine.bias"))
-    layer_names = sorted({k.split(".")[1] for k in sm.keys("synthesis.L")}, key=_layer_index)
-    if [_layer_index(n) for n in layer_names] != list(range(len(net.synthesis.layers))):
+    layer_names = sorted({k.split(".")[1] for k in sm.keys("synthesis.L")}, key=synthesis_layer_index)
+    if [synthesis_layer_index(n) for n in layer_names] != list(range(len(net.synthesis.layers))):
         sm.problems.append(f"{where}: synthesis layers {', '.join(layer_names)} do not match the "
                            f"{len(net.synthesis.layers)} layers of the config")
     for i, name in enumerate(layer_names[:len(net.synthesis.layers)]):

@@ -9,6 +9,7 @@ vidgen designs, up to float32 rounding), or named in an error. Nothing is droppe
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -97,6 +98,13 @@ class StateMap:
 
 
 # --- layouts shared by the StyleGAN-family importers ---------------------------------------------
+
+def synthesis_layer_index(name: str) -> int:
+    """The index ``i`` of a StyleGAN3 synthesis layer named ``L{i}_{size}_{channels}`` (-1 for
+    other names)."""
+    m = re.fullmatch(r"L(\d+)(?:_\d+)*", name)
+    return int(m.group(1)) if m else -1
+
 
 def move_alias_free_layer(sm: StateMap, src: str, dst: str, layer: Any, verify: bool = True) -> None:
     """A StyleGAN3 synthesis layer ``src`` (``weight``, ``bias``, ``magnitude_ema``, ``affine.*``)
