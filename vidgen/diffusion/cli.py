@@ -125,7 +125,8 @@ def register(subparsers) -> None:
 
 def run_train(args) -> int:
     from vidgen.diffusion.recipe import DiffusionRecipe
-    from vidgen.diffusion.unet import build_denoiser, count_parameters
+    from vidgen.diffusion.unet import build_denoiser
+    from vidgen.nn import count_parameters
     from vidgen.train.cli import resolve_config, run_recipe
     if args.init:
         args.overrides = [*args.overrides, f"init={args.init}"]

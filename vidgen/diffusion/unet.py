@@ -277,5 +277,3 @@ class _nullctx:
         return False
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vidgen.nn import count_parameters
 from vidgen.errors import ConfigError
 from vidgen.nn.alias_free import SynthesisLayer, layer_specs, upfirdn2d
 from vidgen.nn.filters import kaiser_lowpass, linear_filter
@@ -233,10 +234,6 @@ class SuperResDiscriminator(ResidualDiscriminator):
         ph, pw = self.res - x.shape[2], self.res - x.shape[3]
         x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # zero-pad to a square
         return super().forward(x)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # --- memory benchmark ----------------------------------------------------------------------
