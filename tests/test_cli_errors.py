@@ -52,6 +52,7 @@ LVG = ["data.resolution=[18, 32]", "data.clip_len=16", "model.slack=8",
 DIFFUSION = ["data.resolution=8", "model.img_resolution=8", "engine.batch=2", "ema.snapshot_every=1"]
 TIMELAPSE = ["model.resolution=16", "model.channel_base=256", "model.channel_max=32", "model.z_dim=16",
              "model.w_dim=16", "model.cond_mlp_layers=2", "engine.batch=4"]
+SG3 = ["model.resolution=16", "model.channel_max=16", "model.num_layers=4", "engine.batch=4"]
 TOY = ["engine.batch=4", "data.resolution=8", "model.channels=8", "model.z_dim=8", "data.num=16", "engine.steps=2",
        "engine.log_every=1"]
 CPU = ["engine.workers=0", "engine.device=cpu"]
@@ -78,6 +79,7 @@ def fx(tmp_path_factory):
     from vidgen.data.synthetic import make_drive, make_timelapse
     from vidgen.diffusion.recipe import DiffusionRecipe
     from vidgen.lvg.recipe import LowResRecipe
+    from vidgen.sg3.recipe import SG3Recipe
     from vidgen.train.toy import ToyGANRecipe
 
     root = tmp_path_factory.mktemp("cli_errors")
@@ -91,6 +93,7 @@ def fx(tmp_path_factory):
         "timelapse": _make_run(TimelapseRecipe, "configs/timelapse/tiny.yaml",
                                [*TIMELAPSE, f"data.path={root / 'frames'}"], runs),
         "toygan": _make_run(ToyGANRecipe, None, TOY, runs),
+        "sg3": _make_run(SG3Recipe, "configs/sg3/tiny.yaml", SG3, runs),
     }
 
 
@@ -194,6 +197,7 @@ GEN = ["generate", "--lowres", "{lvg}", "--out", "{out}/g.mp4"]
 SAMPLE = ["diffusion", "sample", "--net", "{diffusion}", "--out", "{out}/s"]
 RENDER = ["render", "sweep", "-c", "{timelapse}", "--factor", "day", "--out", "{out}/r.mp4"]
 INVERT = ["invert", "-c", "{timelapse}", "--data", "{frames}", "--out", "{out}/lat.safetensors"]
+SG3GEN = ["sg3", "generate", "--run", "{sg3}", "--seeds", "0-1", "--out", "{out}/grid.png"]
 EVAL = ["eval", "--real", "{drive}", "--fake", "{drive}", "--metrics", "fid8_full", "--out", "{out}/e"]
 OPTIONS = [  # (entry, argv, fragment of the message)
     ("vidgen", GEN + ["--frames", "0"], "argument --frames: must be at least 1, got '0'"),
@@ -217,6 +221,16 @@ OPTIONS = [  # (entry, argv, fragment of the message)
      "--sigma-rel 0.5"),
     ("vidgen", ["diffusion", "toy", "--out", "{out}/t", "--guidance", "inf"], "argument --guidance"),
     ("vidgen", ["diffusion", "toy", "--out", "{out}/t", "--set", "main_iters=0.5"], "main_iters"),
+    ("vidgen", SG3GEN + ["--psi", "nan"], "argument --psi: expected a finite number"),
+    ("vidgen", SG3GEN + ["--rotate", "inf"], "argument --rotate"),
+    ("vidgen", SG3GEN + ["--class", "-1"], "argument --class: must be 0 or more"),
+    ("vidgen", SG3GEN + ["--cols", "0"], "argument --cols"),
+    ("vidgen", SG3GEN + ["--frames", "0", "--interp"], "argument --frames"),
+    ("vidgen", SG3GEN + ["--fps", "0"], "argument --fps"),
+    ("vidgen", SG3GEN + ["--batch", "0"], "argument --batch"),
+    ("vidgen", SG3GEN + ["--seeds", "x"], "--seeds 'x'"),
+    ("vidgen", SG3GEN + ["--translate", "1"], "--translate"),
+    ("vidgen", SG3GEN + ["--device", "tpu"], "argument --device"),
     ("vidgen", EVAL + ["--runs", "0"], "argument --runs"),
     ("vidgen", EVAL + ["--clip-batch", "0"], "argument --clip-batch"),
     ("vidgen", EVAL + ["--frame-batch", "-1"], "argument --frame-batch"),
@@ -249,7 +263,7 @@ OPTIONS = [  # (entry, argv, fragment of the message)
     ("timelapse", ["inspect", "--data", "{frames}", "--resolution", "0"], "argument --resolution"),
     ("timelapse", ["nosuchcommand"], "invalid choice"),
 ]
-CUDA_OPTIONS = [("vidgen", GEN), ("vidgen", SAMPLE), ("vidgen", EVAL), ("timelapse", RENDER), ("timelapse", INVERT),
+CUDA_OPTIONS = [("vidgen", GEN), ("vidgen", SAMPLE), ("vidgen", SG3GEN), ("vidgen", EVAL), ("timelapse", RENDER), ("timelapse", INVERT),
                 ("timelapse", ["eval", "-c", "{timelapse}"])]
 
 
@@ -285,11 +299,12 @@ LOADERS = {  # family -> (entry, argv)
     "timelapse eval": ("timelapse", "timelapse", ["eval", "-c", "{run}", "--ratios", "2", "--out", "{out}/e.json"]),
     "eval": ("lvg", "vidgen", ["eval", "--real", "{drive}", "--fake", "{run}/checkpoints/step-000000000/state.json",
                                "--metrics", "fvd4_16f", "--detector", "i3d=random:8", "--out", "{out}/e"]),
+    "sg3 generate": ("sg3", "vidgen", ["sg3", "generate", "--run", "{run}", "--seeds", "0-1", "--out", "{out}/g.png"]),
     "train resume": ("toygan", "vidgen", ["train", "toygan", "--data", "synthetic", "--resume", "{run}",
                                           "--out", "{out}/runs"] + [a for s in TOY + CPU for a in ("--set", s)]),
 }
 WIDER = {"lvg": ("model", "G", "spatial_channels", [8, 8, 8, 8, 8]), "diffusion": ("model", "model_channels", 64),
-         "timelapse": ("model", "channel_max", 16)}
+         "timelapse": ("model", "channel_max", 16), "sg3": ("model", "channel_max", 32)}
 
 
 def _set(d: dict, path: tuple):

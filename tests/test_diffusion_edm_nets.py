@@ -12,7 +12,8 @@ from vidgen.cli import main
 from vidgen.diffusion.edm import LossConfig, edm_loss, training_sigma
 from vidgen.diffusion.edm_layers import Conv2d, PositionalEmbedding
 from vidgen.diffusion.precond import Denoiser, PrecondConfig, iddpm_sigmas, vp_sigma, vp_sigma_inv
-from vidgen.diffusion.unet import UNetConfig, build_denoiser, count_parameters
+from vidgen.diffusion.unet import UNetConfig, build_denoiser
+from vidgen.nn import count_parameters
 from vidgen.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,8 @@ from vidgen.cli import main
 from vidgen.diffusion import convert
 from vidgen.diffusion.load import load_denoiser
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
-from vidgen.diffusion.unet import UNetConfig, build_denoiser, count_parameters
+from vidgen.diffusion.unet import UNetConfig, build_denoiser
+from vidgen.nn import count_parameters
 from vidgen.diffusion.precond import PrecondConfig
 from vidgen.train.published import Problems, check_state_dict, load_and_convert, write_run
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from vidgen.diffusion.edm import LossConfig, edm_loss, loss_weight, precond_coeffs, sample_sigma
-from vidgen.diffusion.unet import UNet, UNetConfig, build_denoiser, count_parameters
+from vidgen.diffusion.unet import UNet, UNetConfig, build_denoiser
+from vidgen.nn import count_parameters
 from vidgen.errors import ConfigError
 from vidgen.nn.mp import MPConv, mp_cat, mp_silu, mp_sum
 

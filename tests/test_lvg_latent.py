@@ -1,4 +1,4 @@
-"""Temporal latent of the long-video GAN (METHODS.md 1.1)."""
+"""Temporal latent of the long-video GAN (docs/METHODS.md 1.1)."""
 
 import numpy as np
 import pytest

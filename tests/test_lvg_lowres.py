@@ -1,4 +1,4 @@
-"""Low-res generator and discriminator of the long-video GAN (METHODS.md 1.2, 1.3)."""
+"""Low-res generator and discriminator of the long-video GAN (docs/METHODS.md 1.2, 1.3)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Super-res networks of the long-video GAN (METHODS.md 1.4): sizes, shapes, windows."""
+"""Super-res networks of the long-video GAN (docs/METHODS.md 1.4): sizes, shapes, windows."""
 
 import pytest
 import torch
@@ -7,7 +7,8 @@ from vidgen.config import load_config
 from vidgen.errors import ConfigError
 from vidgen.lvg.recipe_superres import SuperResConfig
 from vidgen.lvg.superres import (SuperResDiscriminator, SuperResGenerator, SuperResModelConfig,
-                                 bench_fwd_bwd_peak_memory, count_parameters, resample_frames)
+                                 bench_fwd_bwd_peak_memory, resample_frames)
+from vidgen.nn import count_parameters
 
 TINY = SuperResModelConfig(lowres=(12, 16), highres=(24, 32), z_dim=8, w_dim=8, channel_base=256, channel_max=8,
                            num_layers=4, num_critical=2, margin=3, d_channel_base=64, d_channel_max=16)

@@ -1,4 +1,4 @@
-"""Super-res training phase of the long-video GAN (METHODS.md 1.5) through the shared engine."""
+"""Super-res training phase of the long-video GAN (docs/METHODS.md 1.5) through the shared engine."""
 
 import json
 

@@ -8,7 +8,8 @@ import torch
 
 from vidgen.errors import ConfigError
 from timelapse.convert import convert_discriminator, convert_generator, model_config, time_noise
-from timelapse.model import Discriminator, Generator, param_count
+from timelapse.model import Discriminator, Generator
+from vidgen.nn import count_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,7 +50,7 @@ def test_paper_layouts_import_every_key(paper_shapes, res):
         vidgen_only = {k for k in own if k not in out.state}
         assert vidgen_only <= {"out_rect", "time.freqs", "time.axis_start", "time.axis_days"}
         assert all(own[k].shape == v.shape for k, v in out.state.items())
-        assert param_count(net) == spec["num_params"]
+        assert count_parameters(net) == spec["num_params"]
 
 
 def test_time_noise_in_vidgen_units(paper_shapes):

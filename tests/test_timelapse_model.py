@@ -1,4 +1,4 @@
-"""Time-lapse GAN networks (METHODS.md 2): sizes, identity-at-init time modulation, masking,
+"""Time-lapse GAN networks (docs/METHODS.md 2): sizes, identity-at-init time modulation, masking,
 StyleGAN2 resampling."""
 
 import math

@@ -1,4 +1,4 @@
-"""Re-rendering (METHODS.md 2, "What users do"): frame counts, held factors, settings round trip."""
+"""Re-rendering (docs/METHODS.md 2, "What users do"): frame counts, held factors, settings round trip."""
 
 import numpy as np
 import pytest

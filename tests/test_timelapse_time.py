@@ -1,4 +1,4 @@
-"""Time conditioning of the time-lapse GAN (METHODS.md 2): axis, features, overrides, noise."""
+"""Time conditioning of the time-lapse GAN (docs/METHODS.md 2): axis, features, overrides, noise."""
 
 import math
 from datetime import datetime, timezone

@@ -1,4 +1,4 @@
-"""Time-lapse GAN training recipe (METHODS.md 2): data, phases, timestamp noise, engine run."""
+"""Time-lapse GAN training recipe (docs/METHODS.md 2): data, phases, timestamp noise, engine run."""
 
 import json
 import warnings
@@ -31,7 +31,7 @@ def recipe(frames_dir, *extra):
 
 
 def test_phases_intervals_and_reg_settings(frames_dir):
-    ref = TimelapseConfig().loss  # METHODS.md 2: G reg every 4, D reg every 16, pl weight 2, mixing 0.9
+    ref = TimelapseConfig().loss  # docs/METHODS.md 2: G reg every 4, D reg every 16, pl weight 2, mixing 0.9
     assert (ref.pl_interval, ref.r1_interval, ref.pl_weight, ref.style_mixing, ref.lr) == (4, 16, 2.0, 0.9, 0.002)
     r = recipe(frames_dir, "loss.r1_gamma=-1", "loss.pl_interval=4")
     phases = {p.name: p for p in r.phases()}

@@ -1,4 +1,4 @@
-"""Time-lapse GAN: an image generator conditioned on capture time (METHODS.md section 2)."""
+"""Time-lapse GAN: an image generator conditioned on capture time (docs/METHODS.md section 2)."""
 
 from vidgen.registry import Family, register
 

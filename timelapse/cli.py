@@ -1,4 +1,4 @@
-"""`timelapse` command line: train | render | invert | eval | inspect (METHODS.md section 2)."""
+"""`timelapse` command line: train | render | invert | eval | inspect (docs/METHODS.md section 2)."""
 
 from __future__ import annotations
 
@@ -273,9 +273,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     if args.checkpoint:
         from timelapse.rerender import load_generator
 
+        from vidgen.nn import count_parameters
+
         G, info = load_generator(args.checkpoint)
         print(json.dumps({**info, "axis": G.axis.to_dict(), "factors": G.axis.factors,
-                          "parameters": sum(p.numel() for p in G.parameters()), "num_ws": G.num_ws}, indent=1))
+                          "parameters": count_parameters(G), "num_ws": G.num_ws}, indent=1))
         return 0
     if not args.data:
         raise ConfigError("timelapse inspect needs --data DIR or -c CHECKPOINT")

@@ -3,7 +3,7 @@
 Each rendered frame depicts one instant: the date of its trend time at the time of day of its
 daily factor (the trend time alone for sequences without a daily term). The real frame whose
 capture time is nearest to that instant is cropped to its valid rectangle, resized to the
-generated frame's size and placed to its right (METHODS.md 2, "compare with the nearest real
+generated frame's size and placed to its right (docs/METHODS.md 2, "compare with the nearest real
 frame").
 """
 

@@ -2,7 +2,7 @@
 prepared dataset or a time-lapse video, optionally registered frame to frame), minus the ranges
 of bad frames the user skips, each frame letterboxed into a square (padding -1 = black) with
 the valid rectangle recorded so the generator's output can be masked the same way
-(METHODS.md section 2, "Data")."""
+(docs/METHODS.md section 2, "Data")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Variance ratios and equal-time FID of a time-lapse generator (METHODS.md section 2,
+"""Variance ratios and equal-time FID of a time-lapse generator (docs/METHODS.md section 2,
 "Evaluation").
 
 Variance ratios (Haerkoenen et al. 2022, appendix): for an input X (z, the noise maps, t as a

@@ -1,4 +1,4 @@
-"""Time-conditioned StyleGAN2 generator and projection discriminator (METHODS.md section 2).
+"""Time-conditioned StyleGAN2 generator and projection discriminator (docs/METHODS.md section 2).
 
 Generator: z -> mapping (t does not enter) -> w; every modulated conv and ToRGB uses
 ``style = A(w) * (L c)``, with ``L`` a bias-free linear map from the time features c that
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from vidgen.nn import count_parameters
 from vidgen.nn.filters import binomial4_sum
 from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import FullyConnected, MappingNetwork, lrelu_gain, modulated_conv2d
@@ -331,10 +332,6 @@ class Discriminator(nn.Module):
         return (x * self.cmap(t, x.dtype)).sum(dim=1) / math.sqrt(self.cmap_dim)
 
 
-def param_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def summary(G: Generator, D: Discriminator) -> dict[str, float]:
-    return {"G": param_count(G), "G.mapping": param_count(G.mapping), "num_ws": G.num_ws, "D": param_count(D),
-            "D.cond_mlp": param_count(D.embed) + param_count(D.cond_mlp)}
+    return {"G": count_parameters(G), "G.mapping": count_parameters(G.mapping), "num_ws": G.num_ws, "D": count_parameters(D),
+            "D.cond_mlp": count_parameters(D.embed) + count_parameters(D.cond_mlp)}

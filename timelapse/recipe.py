@@ -1,4 +1,4 @@
-"""Training recipe of the time-lapse GAN for vidgen's engine (METHODS.md section 2).
+"""Training recipe of the time-lapse GAN for vidgen's engine (docs/METHODS.md section 2).
 
 One step: G (non-saturating loss, style mixing), Greg every 4 steps (path length, weight 2),
 D (non-saturating loss), Dreg every 16 steps (R1, gamma = (res / 256)^2). A regulariser whose
@@ -227,7 +227,7 @@ class TimelapseRecipe(Recipe):
         return ws
 
     def run_d(self, img: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        # D sees augmented images and per-factor noisy times (METHODS.md 2 (b), applied).
+        # D sees augmented images and per-factor noisy times (docs/METHODS.md 2 (b), applied).
         return self.D(ada_augment(img, self.p, self.ada_ops), d_noise(t, self.d_sigmas))
 
     # --- phases ------------------------------------------------------------------------

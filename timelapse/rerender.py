@@ -1,4 +1,4 @@
-"""Headless re-rendering of a trained time-lapse GAN (METHODS.md section 2, "What users do").
+"""Headless re-rendering of a trained time-lapse GAN (docs/METHODS.md section 2, "What users do").
 
 Every mode builds a :class:`Plan` (per frame: the w's, the time of each factor, the noise
 inputs) and :func:`render` turns it into uint8 frames chunk by chunk, so arbitrarily long
@@ -100,7 +100,7 @@ def factor_t(axis: TimeAxis, trend, year, day) -> torch.Tensor:
     vals = {"trend": trend, "year": year, "day": day}
     cols = [np.broadcast_to(np.asarray(vals[f], dtype=np.float64), np.broadcast(trend, year, day).shape)
             for f in axis.factors]
-    # float64: the daily phase of t must survive thousands of cycles (METHODS.md 2)
+    # float64: the daily phase of t must survive thousands of cycles (docs/METHODS.md 2)
     return torch.tensor(np.stack(cols, -1).reshape(-1, len(cols)), dtype=torch.float64)
 
 

@@ -1,4 +1,4 @@
-"""Capture time -> conditioning vector, and the timestamp noise (METHODS.md section 2).
+"""Capture time -> conditioning vector, and the timestamp noise (docs/METHODS.md section 2).
 
 - A sequence's time axis starts at 00:00 UTC of its first capture day and spans ``num_days``
   whole days (the span rounded up), so the normalised time is ``t = (s - start) / span`` in
@@ -93,7 +93,7 @@ def factor_times(t: torch.Tensor, num_factors: int) -> torch.Tensor:
 
 
 class TimeFeatures(nn.Module):
-    """The Fourier conditioning of METHODS.md 2 (no parameters). The axis lives in buffers so
+    """The Fourier conditioning of docs/METHODS.md 2 (no parameters). The axis lives in buffers so
     a network's state dict says which sequence it was trained on.
 
     ``phase="float64"`` computes 2 pi f t in double precision; ``"float32"`` rounds it as the

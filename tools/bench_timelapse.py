@@ -1,4 +1,4 @@
-"""Benchmark of the time-lapse GAN on the embedded synthetic time-lapse (METHODS.md 2).
+"""Benchmark of the time-lapse GAN on the embedded synthetic time-lapse (docs/METHODS.md 2).
 
 Trains configs/timelapse/tiny.yaml through the shared engine for a fixed number of steps,
 once per training seed (``engine.seed``; default 5 seeds, each in its own process, ``--jobs``

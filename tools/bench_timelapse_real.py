@@ -1,4 +1,4 @@
-"""Benchmark of the time-lapse GAN on real webcam footage (METHODS.md 2; docs/TIMELAPSE.md).
+"""Benchmark of the time-lapse GAN on real webcam footage (docs/METHODS.md 2; docs/TIMELAPSE.md).
 
 Trains configs/timelapse/tiny.yaml at 64x64 on ``../shared/data/timelapse/vegas_webcam``
 (1,479 frames over 19 days of a Las Vegas construction site) for a fixed amount of *process

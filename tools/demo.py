@@ -118,7 +118,7 @@ def main(argv=None) -> int:
 
 
 def timelapse_job(out: Path, args: argparse.Namespace, log: list) -> dict:
-    """Train the time-lapse GAN on the procedural time-lapse and re-render it (METHODS.md 2)."""
+    """Train the time-lapse GAN on the procedural time-lapse and re-render it (docs/METHODS.md 2)."""
     raw, runs = out / "raw" / "timelapse", out / "runs"
     if not raw.is_dir():
         run(["data", "synth", "timelapse", str(raw), "--size", TIMELAPSE_SIZE, "--days", "400",

@@ -13,6 +13,23 @@ import math
 
 import torch
 
+from vidgen.errors import VidgenError
+
+
+def parse_seeds(text: str, what: str = "--seeds") -> list[int]:
+    """'0-15' -> 0..15; '1,5,9' -> [1, 5, 9]; mixed: '0-3,8'. A VidgenError naming ``what``
+    for anything else or an empty list."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise VidgenError(f"{what} {text!r}: use a range like 0-15, a list like 1,5,9, or both") from None
+    if not out:
+        raise VidgenError(f"{what} {text!r} names no seed")
+    return out
+
 
 def _number(kind, text: str):
     try:

@@ -1,4 +1,4 @@
-"""Clip-consistent, differentiable augmentation (METHODS.md 1.3, DiffAugment + time stretch).
+"""Clip-consistent, differentiable augmentation (docs/METHODS.md 1.3, DiffAugment + time stretch).
 
 Every random parameter is drawn once per clip and shared by all its frames, so the
 discriminator sees the same colour shift / translation / cutout / flip throughout a clip,

@@ -1,4 +1,4 @@
-"""Benchmark definitions (``datasets/*.yaml``, METHODS.md section 10): the one reader and
+"""Benchmark definitions (``datasets/*.yaml``, docs/METHODS.md section 10): the one reader and
 validator, used by ``vidgen data prepare --benchmark`` and by ``vidgen eval --benchmark``.
 
 A definition is looked up by name in ``$VIDGEN_DATASETS`` (folders separated by the path
@@ -20,7 +20,7 @@ import yaml
 from vidgen.fileio import sha256_file
 from vidgen.errors import ConfigError
 
-# How real clips are drawn for video metrics (METHODS.md 9: published FVDs differ by it):
+# How real clips are drawn for video metrics (docs/METHODS.md 9: published FVDs differ by it):
 # one clip per video, or uniformly over every clip window of the dataset.
 REAL_POLICIES = ("per_video", "uniform")
 

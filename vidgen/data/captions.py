@@ -150,7 +150,7 @@ class CaptionedImages(torch.utils.data.Dataset):
             k, j = self.windows[i]
             return self.base.sources.read(k, [j])[0][0]
         path = self.files[i]
-        frame = crop_resize(decode_image(read_file(path), str(path)), (R, R))  # centre crop, resize (METHODS.md 12)
+        frame = crop_resize(decode_image(read_file(path), str(path)), (R, R))  # centre crop, resize (docs/METHODS.md 12)
         return to_float(rearrange(torch.from_numpy(np.array(frame)), "h w c -> c h w"))
 
     def __getitem__(self, i: int) -> dict:

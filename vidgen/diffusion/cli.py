@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vidgen.argtypes import (device_name, finite_float, non_negative_float, non_negative_float_or_inf,
+from vidgen.argtypes import (device_name, finite_float, non_negative_float, non_negative_float_or_inf, parse_seeds,
                              non_negative_int, positive_float, positive_int)
 from vidgen.errors import VidgenError, output_error
 from vidgen.fileio import atomic_files
@@ -125,7 +125,8 @@ def register(subparsers) -> None:
 
 def run_train(args) -> int:
     from vidgen.diffusion.recipe import DiffusionRecipe
-    from vidgen.diffusion.unet import build_denoiser, count_parameters
+    from vidgen.diffusion.unet import build_denoiser
+    from vidgen.nn import count_parameters
     from vidgen.train.cli import resolve_config, run_recipe
     if args.init:
         args.overrides = [*args.overrides, f"init={args.init}"]
@@ -144,16 +145,6 @@ def run_train(args) -> int:
         return 0
     return run_recipe(DiffusionRecipe, args)
 
-
-def parse_seeds(text: str) -> list[int]:
-    out = []
-    try:
-        for part in text.split(","):
-            a, _, b = part.partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError:
-        raise VidgenError(f"--seeds {text!r}: use a range like 0-63 or a list like 1,5,9") from None
-    return out
 
 
 def parse_interval(text: str | None):

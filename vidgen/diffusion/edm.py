@@ -1,4 +1,4 @@
-"""Training noise and losses of the four preconditionings (EDM table 1; METHODS.md sections
+"""Training noise and losses of the four preconditionings (EDM table 1; docs/METHODS.md sections
 3 and 4), and EDM2's uncertainty-weighted loss.
 
 | precond | training sigma | loss weight lambda(sigma) |
@@ -52,7 +52,7 @@ def loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
 def sample_sigma(n: int, P_mean: float, P_std: float, sigma_range: tuple[float, float] | None = None,
                  device=None, generator: torch.Generator | None = None) -> torch.Tensor:
     """ln sigma ~ N(P_mean, P_std^2), optionally truncated to ``sigma_range`` by inverse CDF
-    (the training noise of an expert owning that sub-range, METHODS.md 7). -> [n]"""
+    (the training noise of an expert owning that sub-range, docs/METHODS.md 7). -> [n]"""
     u = torch.rand(n, device=device, generator=generator, dtype=torch.float64)
     if sigma_range is not None:
         lo, hi = (0.5 * (1 + math.erf((math.log(s) - P_mean) / (P_std * math.sqrt(2)))) for s in sigma_range)
@@ -81,7 +81,7 @@ def training_sigma(denoiser: Denoiser, n: int, cfg: LossConfig, device=None) -> 
 
 def edm_loss(denoiser: Denoiser, images: torch.Tensor, labels, cfg: LossConfig, tokens=None) -> torch.Tensor:
     """Per-sample loss ``lambda(sigma) ||D - y||^2``, or EDM2's uncertainty-weighted one
-    ``lambda/e^u ||D - y||^2 + u`` (METHODS.md 4), averaged over pixels. images: [B, ...] -> [B]"""
+    ``lambda/e^u ||D - y||^2 + u`` (docs/METHODS.md 4), averaged over pixels. images: [B, ...] -> [B]"""
     b = images.shape[0]
     sigma, weight = training_sigma(denoiser, b, cfg, device=images.device)
     sig = sigma.reshape(-1, *([1] * (images.ndim - 1)))

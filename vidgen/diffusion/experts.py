@@ -1,4 +1,4 @@
-"""Noise-range experts and paint-with-words (eDiff-I, METHODS.md section 7).
+"""Noise-range experts and paint-with-words (eDiff-I, docs/METHODS.md section 7).
 
 Experts: one denoiser is trained on all noise levels, then split (binary splits) into copies
 that each own a sub-range of sigma and are fine-tuned on it (training noise truncated to the

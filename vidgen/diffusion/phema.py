@@ -1,4 +1,4 @@
-"""Post-hoc EMA reconstruction for diffusion runs (EDM2, METHODS.md section 4); the
+"""Post-hoc EMA reconstruction for diffusion runs (EDM2, docs/METHODS.md section 4); the
 family-neutral part (profiles, least squares, :func:`reconstruct`) is vidgen/train/phema.py,
 re-exported here.
 

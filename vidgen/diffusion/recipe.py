@@ -1,4 +1,4 @@
-"""EDM / EDM2 training on the shared engine (METHODS.md sections 3-4).
+"""EDM / EDM2 training on the shared engine (docs/METHODS.md sections 3-4).
 
 Data: a folder of images, a folder of frame folders / videos, or a prepared dataset, read
 through ``vidgen.data.datasets.ClipDataset`` one frame at a time; with

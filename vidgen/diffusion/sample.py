@@ -1,4 +1,4 @@
-"""EDM sampling (METHODS.md sections 3, 5, 6): the step schedule, Euler / Heun / stochastic
+"""EDM sampling (docs/METHODS.md sections 3, 5, 6): the step schedule, Euler / Heun / stochastic
 samplers, and guidance by CFG or autoguidance inside an optional interval (sigma_lo, sigma_hi].
 
 A sampler sees only a callable ``denoise(x, sigma) -> D(x; sigma)``; :class:`GuidedDenoiser`
@@ -60,13 +60,13 @@ def edm_schedule(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, 
 
 
 def in_interval(sigma: float, interval: tuple[float, float] | None) -> bool:
-    """Guidance interval membership: (lo, hi] (METHODS.md 6); no interval = everywhere."""
+    """Guidance interval membership: (lo, hi] (docs/METHODS.md 6); no interval = everywhere."""
     return interval is None or interval[0] < sigma <= interval[1]
 
 
 @dataclass
 class GuidedDenoiser:
-    """``D_w = w D_1 + (1 - w) D_0`` (METHODS.md 5) where the main network gives D_1 and the
+    """``D_w = w D_1 + (1 - w) D_0`` (docs/METHODS.md 5) where the main network gives D_1 and the
     guide D_0: a separate weaker network with the same conditioning (autoguidance), or with
     ``cfg=True`` an unconditional model: the separate ``guide`` called without the class
     (e.g. EDM2's unconditional XS guides), else the main network without its condition. The

@@ -4,7 +4,7 @@ A net with ``model.token_dim > 0`` cross-attends to the per-token features of a 
 (vidgen/nn/text.py, the ``text`` section of the config). ``data.captions: true`` trains it on
 captioned images (vidgen/data/captions.py); sampling takes a prompt, and paint-with-words
 regions: a grey-scale image per phrase of the prompt (white = painted), which bias the
-cross-attention of that phrase's tokens towards the painted pixels (eDiff-I; METHODS.md 7,
+cross-attention of that phrase's tokens towards the painted pixels (eDiff-I; docs/METHODS.md 7,
 :class:`vidgen.diffusion.experts.PaintWithWords`).
 """
 

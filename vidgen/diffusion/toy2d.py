@@ -1,4 +1,4 @@
-"""The 2-D toy of autoguidance (METHODS.md section 5): two classes, each a fractal-like tree
+"""The 2-D toy of autoguidance (docs/METHODS.md section 5): two classes, each a fractal-like tree
 of thin branches made of elongated Gaussians, so the true density, its log-likelihood and the
 ideal denoiser are exact. Tiny MLP denoisers (a main model trained with class dropout, and a
 smaller, shorter-trained guide with the same conditioning) show the effect of no guidance,
@@ -123,7 +123,7 @@ def coverage(real: torch.Tensor, fake: torch.Tensor, radius: float = 0.05) -> fl
 
 def knn_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> float:
     """k-NN recall: fraction of real points inside the union of the generated points' k-NN
-    balls (METHODS.md 9). Sharper samples have smaller balls, so it also penalises sharpening."""
+    balls (docs/METHODS.md 9). Sharper samples have smaller balls, so it also penalises sharpening."""
     radius = torch.cdist(fake, fake, compute_mode="donot_use_mm_for_euclid_dist").kthvalue(k + 1, dim=1).values  # +1: the point itself
     return (torch.cdist(real, fake, compute_mode="donot_use_mm_for_euclid_dist") <= radius[None]).any(dim=1).float().mean().item()
 

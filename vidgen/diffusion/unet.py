@@ -1,5 +1,5 @@
 """The ``model`` config section of every architecture, and the EDM2 magnitude-preserving U-Net
-(METHODS.md section 4) with named presets.
+(docs/METHODS.md section 4) with named presets.
 
 Encoder: a 3x3 input conv (with an extra constant-1 channel), then per resolution a down-
 sampling block and ``num_blocks`` blocks; decoder: two middle blocks, then per resolution an
@@ -173,7 +173,7 @@ class Block(nn.Module):
         k, v = normalize(kv, dim=-1).unbind(0)
         bias = None
         if paint is not None:
-            bias = paint.bias(q, k, sigma, (h, w))  # METHODS.md 7, [B, n, HW, T]
+            bias = paint.bias(q, k, sigma, (h, w))  # docs/METHODS.md 7, [B, n, HW, T]
         y = attention(q, k, v, bias=bias)
         return self.cross_proj(rearrange(y, "b n (h w) c -> b (n c) h w", h=h, w=w))
 
@@ -277,5 +277,3 @@ class _nullctx:
         return False
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

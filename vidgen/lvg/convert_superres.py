@@ -14,7 +14,6 @@ tensors move onto vidgen's names:
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -22,8 +21,9 @@ import torch
 
 from vidgen.lvg.superres import SuperResDiscriminator, SuperResGenerator, SuperResModelConfig
 from vidgen.nn.filters import linear_filter
-from vidgen.nn.stylegan import BLUR
-from vidgen.train.statemap import StateMap
+from vidgen.train.statemap import (StateMap, move_alias_free_layer, move_resnet_discriminator,
+                                   synthesis_layer_index)
+from vidgen.train.statemap import scalar as _scalar
 
 VIDEO_G_ARGS = {"hr_height", "hr_width", "lr_height", "lr_width", "temporal_context", "latent_z_dim",
                 "latent_w_dim", "margin_size", "fourfeats", "num_fp16_res"}
@@ -33,10 +33,6 @@ SG3_ARGS = {"channel_base", "channel_max", "z_dim", "w_dim", "img_width", "img_h
 VIDEO_D_ARGS = {"channels", "seq_length", "lr_height", "lr_width", "hr_height", "hr_width", "channels_base",
                 "channels_max", "num_fp16_res", "conv_clamp", "minibatch_std_group_size",
                 "minibatch_std_num_channels", "architecture", "pool_mode"}
-
-
-def _scalar(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
 
 
 def generator_config(video_kwargs: dict, sg3_kwargs: dict, problems: list[str], notes: list[str]) -> dict[str, Any]:
@@ -95,28 +91,18 @@ def discriminator_config(kwargs: dict, problems: list[str], notes: list[str]) ->
     return out
 
 
-def _index(name: str) -> int:
-    m = re.fullmatch(r"L(\d+)(?:_\d+)*", name)
-    return int(m.group(1)) if m else -1
-
-
 def generator_state(source: dict[str, torch.Tensor], cfg: SuperResModelConfig, where: str = "G",
                     verify_constants: bool = True) -> StateMap:
     with torch.device("cpu" if verify_constants else "meta"):
         net = SuperResGenerator(cfg)
     sm = StateMap(source, where)
-    names = sorted({k.split(".")[2] for k in sm.keys("SG3.synthesis.L")}, key=_index)
-    if [_index(n) for n in names] != list(range(len(net.layers))):
+    names = sorted({k.split(".")[2] for k in sm.keys("SG3.synthesis.L")}, key=synthesis_layer_index)
+    if [synthesis_layer_index(n) for n in names] != list(range(len(net.layers))):
         sm.problems.append(f"{where}: synthesis layers {', '.join(names)} do not match the {len(net.layers)} "
                            "layers of the config")
     for i, name in enumerate(names[:len(net.layers)]):
         layer = net.layers[i]
-        sm.move_prefix(f"SG3.synthesis.{name}.", f"layers.{i}.",
-                       ("weight", "bias", "magnitude_ema", "affine.weight", "affine.bias"))
-        for key, has, buf in (("up_filter", layer.has_fu, layer.up_filter),
-                              ("down_filter", layer.has_fd, layer.down_filter)):
-            if sm.has(f"SG3.synthesis.{name}.{key}"):
-                sm.constant(f"SG3.synthesis.{name}.{key}", buf if has else None, verify_constants)
+        move_alias_free_layer(sm, f"SG3.synthesis.{name}.", f"layers.{i}.", layer, verify_constants)
         resample = f"SG3.resamples.{i}.filter"
         expected = getattr(net, f"resample_{layer.spec.in_rate}", None)
         if sm.has(resample) or expected is not None:
@@ -131,18 +117,9 @@ def discriminator_state(source: dict[str, torch.Tensor], cfg: SuperResModelConfi
                         verify_constants: bool = True) -> StateMap:
     sm = StateMap(source, where)
     top = max(cfg.highres)
-    sm.move_prefix(f"b{top}.fromrgb.", "fromrgb.", ("weight", "bias"))
-    for k, res in enumerate(2 ** i for i in range(int(math.log2(top)), 2, -1)):
-        for conv in ("conv0", "conv1", "skip"):
-            sm.move_prefix(f"b{res}.{conv}.", f"blocks.{k}.{conv}.", ("weight", "bias"))
-    for conv in ("conv", "fc", "out"):
-        sm.move_prefix(f"b4.{conv}.", f"{conv}.", ("weight", "bias"))
+    move_resnet_discriminator(sm, top, verify_constants)
     up = top // max(cfg.lowres)
     sm.constant("upsample.filter", torch.as_tensor(linear_filter(up), dtype=torch.float32), verify_constants)
-    blur2d = torch.outer(BLUR, BLUR)
-    for key in sm.keys():
-        if key.endswith("resample_filter"):
-            sm.constant(key, blur2d, verify_constants)
     return sm
 
 

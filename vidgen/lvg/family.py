@@ -1,9 +1,9 @@
 """The long-video GAN as a renderable family: windowed generators over checkpoints.
 
 - :class:`LowResVideo`: the low-res generator's video of ``frames`` frames, rendered window by
-  window; each window equals the same frames of a one-shot render (METHODS.md 1.6).
+  window; each window equals the same frames of a one-shot render (docs/METHODS.md 1.6).
 - :class:`SuperResVideo`: low-res frames of the window plus ``context`` frames on each side,
-  super-resolved with one z per video (METHODS.md 1.4, inference).
+  super-resolved with one z per video (docs/METHODS.md 1.4, inference).
 - :func:`load_generator` builds either from checkpoints (a run folder or a checkpoint
   folder), through the one checkpoint-to-network loader
   (:func:`vidgen.train.checkpoint.load_network`).

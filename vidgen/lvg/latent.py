@@ -1,4 +1,4 @@
-"""Temporal latent of the long-video GAN (METHODS.md 1.1).
+"""Temporal latent of the long-video GAN (docs/METHODS.md 1.1).
 
 Per frame: ``noise_channels`` (8) i.i.d. Gaussian series, each filtered along time by
 ``num_filters`` (128) Kaiser low-pass filters whose sampling rates are log-spaced from
@@ -110,7 +110,7 @@ def fft_filter_valid(noise: torch.Tensor, bank: torch.Tensor, chunk_bytes: int =
 
 
 class TemporalLatent(nn.Module):
-    """Noise -> filtered features [B, 1024, T] -> w(t) [B, w_dim, T] (METHODS.md 1.1)."""
+    """Noise -> filtered features [B, 1024, T] -> w(t) [B, w_dim, T] (docs/METHODS.md 1.1)."""
 
     def __init__(self, cfg: LatentConfig):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Low-res generator of the long-video GAN (METHODS.md 1.2); the discriminator (1.3) is in
+"""Low-res generator of the long-video GAN (docs/METHODS.md 1.2); the discriminator (1.3) is in
 :mod:`vidgen.lvg.lowres_d`, the range bookkeeping in :mod:`vidgen.lvg.lowres_plan`.
 
 The function is the reference implementation's (LVG code, ``VideoGenerator``): a video of N
@@ -80,7 +80,7 @@ class MagnitudeGain(MagnitudeEMA):
 
 class SynthesisBlock(nn.Module):
     """Residual block of two modulated convs (kt x k x k) and a 1x1x1 skip; optional x2
-    linear upsampling in time and x2 bilinear upsampling in space (METHODS.md 1.2)."""
+    linear upsampling in time and x2 bilinear upsampling in space (docs/METHODS.md 1.2)."""
 
     def __init__(self, w_dim: int, cin: int, cout: int, kt: int, ks: int, t_up: bool, s_up: bool,
                  out_size: tuple[int, int], clamp: float, beta: float, first: bool = False):
@@ -174,7 +174,7 @@ class SynthesisBlock(nn.Module):
 def _modulated_demodulated(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, pad: tuple[int, int, int],
                            add: torch.Tensor, in_gain: torch.Tensor, out_gain: float = 1.0) -> torch.Tensor:
     """``add + out_gain * modulated_conv3d(x * in_gain, weight, styles)`` (valid in time;
-    METHODS.md 1.2).
+    docs/METHODS.md 1.2).
 
     x: [B, I, T, h, w]; weight: [O, I, kt, k, k]; styles: [B, I, T]; in_gain: a scalar (the
     magnitude normalisation of x, StyleGAN3's input gain: applied after the demodulation, so it
@@ -214,7 +214,7 @@ def _lrelu_clamp(x: torch.Tensor, clamp: float) -> torch.Tensor:
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv without demodulation, on frames (METHODS.md 1.2)."""
+    """1x1 modulated conv without demodulation, on frames (docs/METHODS.md 1.2)."""
 
     def __init__(self, w_dim: int, cin: int, clamp: float, beta: float):
         super().__init__()
@@ -237,7 +237,7 @@ class ToRGB(nn.Module):
 
 
 class LowResGenerator(nn.Module):
-    """w(t) at every temporal level -> video [B, 3, T, H, W] (METHODS.md 1.2)."""
+    """w(t) at every temporal level -> video [B, 3, T, H, W] (docs/METHODS.md 1.2)."""
 
     def __init__(self, cfg: LowResGConfig, height: int = 36, width: int = 64):
         super().__init__()
@@ -279,7 +279,7 @@ class LowResGenerator(nn.Module):
     # --- synthesis --------------------------------------------------------------------
     def level_ws(self, w0: torch.Tensor, plan: RenderPlan) -> list[torch.Tensor]:
         """w over plan.level_range[0] (zeros outside the latent) -> w at every level, low-passed
-        and decimated by 2 per level with a 12-tap Kaiser filter (METHODS.md 1.2), each over
+        and decimated by 2 per level with a 12-tap Kaiser filter (docs/METHODS.md 1.2), each over
         plan.level_range[k] and zero outside that level's length (the filter's zero padding)."""
         ws = [w0]
         f = self.w_filter.to(w0.dtype)

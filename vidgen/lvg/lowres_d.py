@@ -1,4 +1,4 @@
-"""Low-res discriminator of the long-video GAN (METHODS.md 1.3, 46.4M parameters).
+"""Low-res discriminator of the long-video GAN (docs/METHODS.md 1.3, 46.4M parameters).
 
 Input zero-padded to 64x64; block 0: fromRGB 1x1 (3 -> 32) and 3x3 spatial convs, run frame
 by frame; blocks 1-3: residual conv3d with 5x3x3 kernels, 64 -> 128 -> 256 -> 512, each halving

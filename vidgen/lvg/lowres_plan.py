@@ -1,6 +1,6 @@
 """Which samples of every level of the low-res generator a range of frames depends on.
 
-The generator's function is defined on whole videos (METHODS.md 1.2): a video of N frames has,
+The generator's function is defined on whole videos (docs/METHODS.md 1.2): a video of N frames has,
 at the input of temporal block k, ``a_k = ceil(N / 2^l_k) + 2 * temporal_padding`` samples
 (l_k: the number of x2 temporal upsamplings from block k on), the latent w has
 ``L0 = 2^levels * a_0`` samples at the frame rate and ``L0 / 2^l`` at level l, and every

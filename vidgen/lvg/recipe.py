@@ -1,4 +1,4 @@
-"""Training recipes of the long-video GAN (METHODS.md 1.5) for the shared engine.
+"""Training recipes of the long-video GAN (docs/METHODS.md 1.5) for the shared engine.
 
 Low-res phase (:class:`LowResRecipe`, ``vidgen train lvg-lowres``): the generator renders
 ``clip_len + slack`` (128 + 32) frames and a random ``clip_len`` window is cropped, so the
@@ -61,7 +61,7 @@ class LowResConfig:
     data: LowResDataConfig = field(default_factory=LowResDataConfig)
     model: LowResModelConfig = field(default_factory=LowResModelConfig)
     loss: LowResLossConfig = field(default_factory=LowResLossConfig)
-    # D sees clip-consistent DiffAugment with a random time stretch (docs/METHODS.md, LVG D)
+    # D sees clip-consistent DiffAugment with a random time stretch (docs/METHODS.md 1.3)
     augment: AugmentSpec = field(default_factory=lambda: AugmentSpec(
         kind="diffaug", xflip=0.5, color=True, translation=0.125, cutout=0.5, time_stretch=1.0, p=1.0))
     ema: EMASpec = field(default_factory=lambda: EMASpec(kind="beta", beta=0.99985, warmup_steps=25_000))
@@ -132,7 +132,7 @@ class LowResRecipe(Recipe):
     # --- losses ---------------------------------------------------------------------------
     def fake_clips(self, n: int) -> torch.Tensor:
         """n generated clips [n, 3, clip_len, H, W]: clip_len + slack frames from fresh latent
-        noise (global RNG), then a random clip_len window of each (METHODS.md 1.2)."""
+        noise (global RNG), then a random clip_len window of each (docs/METHODS.md 1.2)."""
         T, slack = self.cfg.data.clip_len, self.cfg.model.slack
         C = self.cfg.model.G.latent.noise_channels
         t0 = torch.randint(0, max(slack, 1), (n,)).tolist()  # as the reference: offsets 0 .. slack - 1

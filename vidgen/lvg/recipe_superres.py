@@ -1,4 +1,4 @@
-"""Training recipe of the long-video GAN's super-resolution phase (METHODS.md 1.4, 1.5).
+"""Training recipe of the long-video GAN's super-resolution phase (docs/METHODS.md 1.4, 1.5).
 
 One step on a batch of short clips (12 low-res frames in, the 4 matching high-res frames out):
 
@@ -58,7 +58,7 @@ class SuperResConfig:
     data: SuperResDataConfig = field(default_factory=SuperResDataConfig)
     model: SuperResModelConfig = field(default_factory=SuperResModelConfig)
     loss: SuperResLossConfig = field(default_factory=SuperResLossConfig)
-    # ADA on the low- and high-res frames jointly: target 0.6, p <= 0.5 (docs/METHODS.md, LVG super-res)
+    # ADA on the low- and high-res frames jointly: target 0.6, p <= 0.5 (docs/METHODS.md 1.4)
     augment: AugmentSpec = field(default_factory=lambda: AugmentSpec(
         kind="ada", pipeline="bgc", target=0.6, p=0.0, p_max=0.5, speed_kimg=500.0, interval=4))
     ema: EMASpec = field(default_factory=lambda: EMASpec(kind="beta", beta=0.99985, warmup_steps=25_000))
@@ -79,7 +79,7 @@ def _gate(value: torch.Tensor, identity: float, p: float, g: torch.Generator | N
 
 def lowres_input_augment(x: torch.Tensor, p: float = 0.5, strength: float = 8.0,
                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """Perturb the generator's low-res input (METHODS.md 1.4); one draw per clip.
+    """Perturb the generator's low-res input (docs/METHODS.md 1.4); one draw per clip.
 
     x: [B, C, T, h, w] in [-1, 1] -> same shape. Each op is applied with probability p:
     isotropic scale 2^N(0, 0.01 s), rotation U(-1, 1) * 0.002 s * pi, anisotropic scale

@@ -1,4 +1,4 @@
-"""Super-resolution networks of the long-video GAN (METHODS.md 1.4).
+"""Super-resolution networks of the long-video GAN (docs/METHODS.md 1.4).
 
 Generator: a StyleGAN3-T synthesis network (14 layers + ToRGB, channel base 32768, max 512,
 sampling rate 16 -> 256, 10-sample margin) without the Fourier-feature input. Every layer
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vidgen.nn import count_parameters
 from vidgen.errors import ConfigError
 from vidgen.nn.alias_free import SynthesisLayer, layer_specs, upfirdn2d
 from vidgen.nn.filters import kaiser_lowpass, linear_filter
@@ -173,7 +174,7 @@ class SuperResGenerator(nn.Module):
     @torch.no_grad()
     def upsample_window(self, lowres: torch.Tensor, seed: int | None = None, segment: int = 16,
                         z: torch.Tensor | None = None) -> torch.Tensor:
-        """Super-resolve one window of a long video (METHODS.md 1.4, inference).
+        """Super-resolve one window of a long video (docs/METHODS.md 1.4, inference).
 
         lowres: [C, T + 2K, h, w] in [-1, 1] (K = context = 4 margin frames each side) ->
         [C, T, H, W]. z comes from ``seed`` (or is given: [1, z_dim]) so every window of one
@@ -233,10 +234,6 @@ class SuperResDiscriminator(ResidualDiscriminator):
         ph, pw = self.res - x.shape[2], self.res - x.shape[3]
         x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # zero-pad to a square
         return super().forward(x)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # --- memory benchmark ----------------------------------------------------------------------

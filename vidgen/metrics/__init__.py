@@ -1,4 +1,4 @@
-"""Evaluation suite (METHODS.md section 9): feature statistics, detectors, protocols, reports.
+"""Evaluation suite (docs/METHODS.md section 9): feature statistics, detectors, protocols, reports.
 
     frechet.py     FeatureStats (streaming, mergeable), Frechet distance, KID, precision/recall
     detectors.py   Detector interface; Inception / I3D / DINOv2 / CLIP from SHA-256-verified files

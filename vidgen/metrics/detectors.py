@@ -1,4 +1,4 @@
-"""Feature detectors for the metrics (METHODS.md section 9), loaded only from verified files.
+"""Feature detectors for the metrics (docs/METHODS.md section 9), loaded only from verified files.
 
 Every network comes from a local file, found as (first match wins):
   1. an explicit path (`--detector NAME=PATH`),

@@ -1,4 +1,4 @@
-"""DINOv2 ViT-L/14 feature network (METHODS.md section 9: FD_DINOv2, 1024-d).
+"""DINOv2 ViT-L/14 feature network (docs/METHODS.md section 9: FD_DINOv2, 1024-d).
 
 Module names follow the official checkpoint `dinov2_vitl14_pretrain.pth` (cls_token,
 pos_embed [1, 1370, 1024] for a 37x37 grid, mask_token, patch_embed.proj, blocks.i.{norm1,

@@ -148,7 +148,7 @@ def _count_name(n: int) -> str:
 
 def add_companions(protos: list, ev: "_Evaluator") -> tuple[list, dict[str, str], list[str]]:
     """FD-DINOv2 and CLIP-FD on the frames of every FID protocol (a second feature space not
-    trained on ImageNet classes, METHODS.md 9), when their detectors are available and the
+    trained on ImageNet classes, docs/METHODS.md 9), when their detectors are available and the
     user did not name them: (protocols, companion name -> its FID, notes on skipped ones)."""
     fid_counts = sorted({p.num_fake for p in protos if isinstance(p, image.FrameProtocol) and p.kind == "fid"})
     out, of, notes = list(protos), {}, []

@@ -1,4 +1,4 @@
-"""Feature statistics and the distances built on them (METHODS.md section 9).
+"""Feature statistics and the distances built on them (docs/METHODS.md section 9).
 
 `FeatureStats` streams features in: float64 weighted sums of x and x x^T (memory independent
 of the number of samples), plus an optional capped, weighted reservoir of raw features for
@@ -181,7 +181,7 @@ def _sqrtm(a: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "sqrtm") -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))  (METHODS.md section 9).
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))  (docs/METHODS.md section 9).
 
     method "sqrtm": scipy's matrix square root of S1 S2, real part (the reference
     computation); "eigen": Tr((S1 S2)^(1/2)) = sum sqrt(eig(S1^(1/2) S2 S1^(1/2))), which is

@@ -1,5 +1,5 @@
 """Frame protocols: FID, FD_DINOv2, CLIP-FD, KID, precision/recall, class-matched FID over
-video frames or images (METHODS.md 9).
+video frames or images (docs/METHODS.md 9).
 
 Real side ("full"): every frame of every real video, each weighted 1 / len(video), so that
 every video counts once whatever its length. Generated side: `num_fake` frames taken from

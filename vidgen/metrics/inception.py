@@ -1,4 +1,4 @@
-"""Inception-v3, FID variant (METHODS.md section 9): the published FID graph in PyTorch.
+"""Inception-v3, FID variant (docs/METHODS.md section 9): the published FID graph in PyTorch.
 
 The layer names are those of the standard FID weight file (the 2015-12-05 TensorFlow
 weights ported to PyTorch, `pt_inception-2015-12-05-6726825d.pth`, 566 state-dict entries

@@ -1,4 +1,4 @@
-"""Clip protocols: FVD variants and the colour-change curve (METHODS.md section 9).
+"""Clip protocols: FVD variants and the colour-change curve (docs/METHODS.md section 9).
 
 `fvd{N}_{L}f` compares N real and N generated clips of L consecutive frames (stride 1);
 `fvd{N}_{L}f_subsample{S}f` takes every S-th frame of an L-frame span, L / S frames

@@ -1,4 +1,4 @@
-"""Alias-free layers of StyleGAN3 (METHODS.md section 8), in plain PyTorch.
+"""Alias-free layers of StyleGAN3 (docs/METHODS.md section 8), in plain PyTorch.
 
 Feature maps are treated as band-limited continuous signals sampled on a grid. A layer is a
 modulated convolution followed by the *filtered* leaky ReLU: upsample (windowed-sinc FIR)
@@ -167,7 +167,7 @@ class _FilteredLReLU(torch.autograd.Function):
 def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None = None,
                    up: int = 1, down: int = 1, padding: tuple[int, int, int, int] = (0, 0, 0, 0),
                    gain: float = math.sqrt(2.0), slope: float = 0.2, clamp: float | None = 256.0) -> torch.Tensor:
-    """Bias, then upsample -> leaky ReLU -> low-pass -> downsample (StyleGAN3, METHODS.md 8).
+    """Bias, then upsample -> leaky ReLU -> low-pass -> downsample (StyleGAN3, docs/METHODS.md 8).
 
     x: [N, C, H, W]; fu, fd: 1-D separable filters (None: identity); b: [C].
     Output [N, C, (H*up + py0 + py1 - len(fu) + 1 - len(fd)) // down + 1, ...].

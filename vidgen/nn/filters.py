@@ -1,7 +1,7 @@
 """FIR filters and resampling along time (1-D) and space (2-D), shared by the GAN families.
 
 - :func:`kaiser_lowpass` designs a Kaiser-window low-pass filter exactly as
-  ``scipy.signal.firwin(numtaps, cutoff, width=width, fs=fs)`` does (METHODS.md 1.1, 1.2).
+  ``scipy.signal.firwin(numtaps, cutoff, width=width, fs=fs)`` does (docs/METHODS.md 1.1, 1.2).
 - :func:`upfirdn1d` is the generic "upsample by zero insertion, pad, FIR filter, decimate"
   operator along one dimension of any tensor; :func:`upfirdn2d` applies a separable filter
   along the last two dimensions. Both are plain slicing and sums, so they run on any device

@@ -1,4 +1,4 @@
-"""Magnitude-preserving (MP) layers of EDM2 (METHODS.md section 4).
+"""Magnitude-preserving (MP) layers of EDM2 (docs/METHODS.md section 4).
 
 Every layer keeps unit expected magnitude of its activations: weights are normalised per
 output channel on use (and, in training mode, also *in place*: forced weight normalisation),

@@ -125,7 +125,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
 def modulated_conv3d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
                      padding: tuple[int, int, int] = (0, 0, 0), eps: float = 1e-8) -> torch.Tensor:
-    """Modulated 3-D convolution with a style per time step (METHODS.md 1.2).
+    """Modulated 3-D convolution with a style per time step (docs/METHODS.md 1.2).
 
     x: [B, I, T, H, W]; weight: [O, I, kt, kh, kw]; styles: [B, I, T] (one style per input
     time step). The input is multiplied by style[t] before a plain conv3d (so the weight is

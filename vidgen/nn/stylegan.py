@@ -1,4 +1,4 @@
-"""StyleGAN2/3 building blocks shared by the image and super-res GANs (METHODS.md 8).
+"""StyleGAN2/3 building blocks shared by the image and super-res GANs (docs/METHODS.md 8).
 
 - :class:`StyleMapping`: z (and an optional class label c) -> w, the tracked average of w
   and the truncation trick ``w_avg + psi (w - w_avg)`` (Karras et al. 2019, section 4).

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vidgen.argtypes import device_name, finite_float, non_negative_int, positive_float, positive_int
+from vidgen.argtypes import device_name, finite_float, non_negative_int, parse_seeds, positive_float, positive_int
 from vidgen.errors import VidgenError, output_error
 from vidgen.fileio import atomic_files
 
@@ -31,19 +31,6 @@ units of the image size (0.1 = a tenth of it), --rotate in degrees; both move th
 continuous Fourier input, so sub-pixel motion stays alias-free.
 """
 
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-15' -> 0..15; '1,5,9' -> [1, 5, 9]; mixed: '0-3,8'."""
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.strip().partition("-")
-            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-    except ValueError:
-        raise VidgenError(f"--seeds {text!r}: use a range like 0-15, a list like 1,5,9, or both") from None
-    if not out:
-        raise VidgenError(f"--seeds {text!r} names no seed")
-    return out
 
 
 def _pair(text: str | None, flag: str) -> tuple[float, float]:

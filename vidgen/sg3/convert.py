@@ -16,15 +16,15 @@ choose a precision (``num_fp16_res``) are noted and ignored (vidgen runs float32
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 import torch
 
-from vidgen.nn.stylegan import BLUR
 from vidgen.sg3.networks import Generator, SG3ModelConfig
-from vidgen.train.statemap import StateMap
+from vidgen.train.statemap import (StateMap, move_alias_free_layer, move_resnet_discriminator,
+                                   synthesis_layer_index)
+from vidgen.train.statemap import scalar as _scalar
 
 # reference constructor argument -> SG3ModelConfig field (None: checked or ignored below)
 G_ARGS = {
@@ -43,11 +43,6 @@ D_ARGS = {"c_dim", "img_resolution", "img_channels", "architecture", "channel_ba
 D_BLOCK_ARGS = {"freeze_layers", "activation", "resample_filter", "fp16_channels_last"}
 D_MAPPING_ARGS = {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier"}
 D_EPILOGUE_ARGS = {"mbstd_group_size", "mbstd_num_channels", "activation"}
-
-
-def _scalar(v: Any) -> Any:
-    """numpy scalars (as pickled) -> Python numbers."""
-    return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
 
 
 def g_config(kwargs: dict, problems: list[str], notes: list[str]) -> dict[str, Any]:
@@ -125,11 +120,6 @@ def d_config(kwargs: dict, problems: list[str], notes: list[str]) -> dict[str, A
     return out
 
 
-def _layer_index(name: str) -> int:
-    m = re.fullmatch(r"L(\d+)_\d+(?:_\d+)*", name)
-    return int(m.group(1)) if m else -1
-
-
 def generator_state(source: dict[str, torch.Tensor], cfg: SG3ModelConfig, where: str = "G",
                     verify_constants: bool = True) -> StateMap:
     """Moves a reference Generator's tensors onto vidgen names (``StateMap.out``).
@@ -141,18 +131,13 @@ def generator_state(source: dict[str, torch.Tensor], cfg: SG3ModelConfig, where:
     sm = StateMap(source, where)
     sm.move_prefix("synthesis.input.", "synthesis.input.",
                    ("weight", "transform", "freqs", "phases", "affine.weight", "affine.bias"))
-    layer_names = sorted({k.split(".")[1] for k in sm.keys("synthesis.L")}, key=_layer_index)
-    if [_layer_index(n) for n in layer_names] != list(range(len(net.synthesis.layers))):
+    layer_names = sorted({k.split(".")[1] for k in sm.keys("synthesis.L")}, key=synthesis_layer_index)
+    if [synthesis_layer_index(n) for n in layer_names] != list(range(len(net.synthesis.layers))):
         sm.problems.append(f"{where}: synthesis layers {', '.join(layer_names)} do not match the "
                            f"{len(net.synthesis.layers)} layers of the config")
     for i, name in enumerate(layer_names[:len(net.synthesis.layers)]):
-        layer = net.synthesis.layers[i]
-        sm.move_prefix(f"synthesis.{name}.", f"synthesis.layers.{i}.",
-                       ("weight", "bias", "magnitude_ema", "affine.weight", "affine.bias"))
-        for key, has, buf in (("up_filter", layer.has_fu, layer.up_filter), ("down_filter", layer.has_fd,
-                                                                            layer.down_filter)):
-            if sm.has(f"synthesis.{name}.{key}"):
-                sm.constant(f"synthesis.{name}.{key}", buf if has else None, verify_constants)
+        move_alias_free_layer(sm, f"synthesis.{name}.", f"synthesis.layers.{i}.", net.synthesis.layers[i],
+                              verify_constants)
     sm.move_prefix("mapping.", "mapping.", ("w_avg", "embed.weight", "embed.bias"))
     for i in range(cfg.mapping_layers):
         sm.move_prefix(f"mapping.fc{i}.", f"mapping.layers.{i}.", ("weight", "bias"))
@@ -163,20 +148,10 @@ def discriminator_state(source: dict[str, torch.Tensor], cfg: SG3ModelConfig, wh
                         verify_constants: bool = True) -> StateMap:
     """Moves a reference StyleGAN2 Discriminator's tensors onto vidgen names."""
     sm = StateMap(source, where)
-    top = cfg.resolution
-    blur2d = torch.outer(BLUR, BLUR)  # the reference keeps the [1, 3, 3, 1] filter as a 2-D [4, 4] buffer
-    sm.move_prefix(f"b{top}.fromrgb.", "fromrgb.", ("weight", "bias"))
-    for k, res in enumerate(2 ** i for i in range(int(math.log2(top)), 2, -1)):
-        for conv in ("conv0", "conv1", "skip"):
-            sm.move_prefix(f"b{res}.{conv}.", f"blocks.{k}.{conv}.", ("weight", "bias"))
-    for conv in ("conv", "fc", "out"):
-        sm.move_prefix(f"b4.{conv}.", f"{conv}.", ("weight", "bias"))
+    move_resnet_discriminator(sm, cfg.resolution, verify_constants)
     for i in range(cfg.d_mapping_layers):
         sm.move_prefix(f"mapping.fc{i}.", f"mapping.layers.{i}.", ("weight", "bias"))
     sm.move_prefix("mapping.", "mapping.", ("embed.weight", "embed.bias"))
-    for key in sm.keys():
-        if key.endswith("resample_filter"):
-            sm.constant(key, blur2d, verify_constants)
     return sm
 
 

@@ -2,7 +2,7 @@
 
 Generator = :class:`StyleMapping` (z, class label -> 16 ws, truncation around w_avg) +
 :class:`SynthesisNetwork`: Fourier-feature input (with the user transform) followed by
-14 alias-free layers and ToRGB (METHODS.md 8; vidgen.nn.alias_free). Config T uses 3x3
+14 alias-free layers and ToRGB (docs/METHODS.md 8; vidgen.nn.alias_free). Config T uses 3x3
 convolutions and separable Kaiser filters; config R uses 1x1 convolutions, radially
 symmetric down filters and twice the channels (set in its presets).
 Discriminator = the StyleGAN2 residual discriminator with minibatch std and projection

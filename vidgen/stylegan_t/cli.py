@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from vidgen.argtypes import parse_seeds
 from vidgen.errors import VidgenError
 
 EPILOG = """examples:
@@ -56,18 +57,6 @@ def add_t2i_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="grid.png|DIR")
     p.set_defaults(func=run_t2i)
 
-
-def parse_seeds(text: str) -> list[int]:
-    out = []
-    try:
-        for part in text.split(","):
-            a, _, b = part.partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError:
-        raise VidgenError(f"--seeds {text!r}: use a range like 0-15 or a list like 1,5,9") from None
-    if not out:
-        raise VidgenError(f"--seeds {text!r}: no seeds")
-    return out
 
 
 def parse_psis(text: str) -> list[float]:

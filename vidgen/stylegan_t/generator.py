@@ -287,5 +287,3 @@ class Generator(nn.Module):
         return self.synthesis(self.mapping(z, self.embed(c), psi), noise)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

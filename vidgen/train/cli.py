@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from vidgen.config import dump_yaml, load_config
+from vidgen.nn import count_parameters
 from vidgen.errors import ConfigError
 from vidgen import registry
 from vidgen.registry import recipe_class
@@ -127,10 +128,10 @@ def parameter_counts(recipe_cls: type, cfg: Any, children: bool = False) -> dict
     recipe = recipe_cls(cfg, torch.device("meta" if getattr(recipe_cls, "count_on_meta", False) else "cpu"))
     counts = {}
     for name, net in recipe.networks().items():
-        counts[name] = sum(p.numel() for p in net.parameters())
+        counts[name] = count_parameters(net)
         if children:
             for child, module in net.named_children():
-                n = sum(p.numel() for p in module.parameters())
+                n = count_parameters(module)
                 if n:
                     counts[f"{name}.{child}"] = n
     return counts

@@ -1,10 +1,10 @@
 """Exponential moving averages of network weights (the three kinds of ``EMASpec``).
 
-- ``beta``: a fixed per-step decay after a linear warm-up (long-video GAN, METHODS.md 1.5):
+- ``beta``: a fixed per-step decay after a linear warm-up (long-video GAN, docs/METHODS.md 1.5):
   ``beta_t = beta * min(t / warmup_steps, 1)``.
 - ``halflife``: StyleGAN's half-life in images: ``beta = 0.5 ** (batch / ema_nimg)`` with
   ``ema_nimg = halflife_kimg * 1000``, limited to ``rampup * images_seen`` while ramping up.
-- ``power``: EDM2's power-function EMA (METHODS.md 4): ``beta_t = (1 - 1/t) ** (gamma + 1)``
+- ``power``: EDM2's power-function EMA (docs/METHODS.md 4): ``beta_t = (1 - 1/t) ** (gamma + 1)``
   for each ``sigma_rel`` (``gamma`` the largest root of the section-4 cubic), with snapshots
   every ``snapshot_every`` steps for post-hoc reconstruction.
 
@@ -55,7 +55,7 @@ from vidgen.train.recipe import EMASpec
 SNAPSHOT_FORMAT = "vidgen-phema-1"
 
 
-# --- METHODS.md 4: sigma_rel <-> gamma -------------------------------------------------------
+# --- docs/METHODS.md 4: sigma_rel <-> gamma -------------------------------------------------------
 def sigma_rel_to_gamma(sigma_rel: float) -> float:
     """Exponent gamma of the power-function profile with relative width ``sigma_rel``: the
     largest real root of ``g^3 + 7 g^2 + (16 - s^-2) g + 12 - s^-2`` (needs s < 0.2887)."""

@@ -19,7 +19,7 @@ Details a recipe can rely on:
   in a row in one phase stop the run with :class:`NonFiniteError`; no checkpoint is written
   while such a run lasts, so the newest checkpoint is the last good one.
 - Learning rate at step s: ``lr * min((s + 1) / rampup_steps, 1)`` and, for ``inv_sqrt``,
-  ``/ sqrt(max(s / ref_steps, 1))`` (EDM2, METHODS.md 4).
+  ``/ sqrt(max(s / ref_steps, 1))`` (EDM2, docs/METHODS.md 4).
 - Randomness in ``phase.loss`` must come from the global torch / numpy / python RNGs (or
   from the batch): they are seeded for each group of the global batch before it runs a phase
   (dist.seed_group), so W ranks train like one process with W times the accumulation rounds.

@@ -1,7 +1,7 @@
 """GAN losses and regularisers shared by the GAN families (long-video GAN, time-lapse GAN).
 
 - Non-saturating logistic loss (Goodfellow et al. 2014, as used by StyleGAN2 and the
-  long-video GAN, METHODS.md 1.5): ``L_G = softplus(-D(G(z)))``,
+  long-video GAN, docs/METHODS.md 1.5): ``L_G = softplus(-D(G(z)))``,
   ``L_D = softplus(D(G(z))) + softplus(-D(x))``.
 - R1 (Mescheder et al. 2018): ``||grad_x D(x)||^2`` on real inputs, summed over every input
   dimension of one sample; the caller multiplies by ``gamma / 2``.

@@ -1,5 +1,5 @@
 """Optimisers of the engine: Adam built from an ``OptimizerSpec``, with the StyleGAN2
-lazy-regularisation compensation, and the learning-rate schedules (METHODS.md 4)."""
+lazy-regularisation compensation, and the learning-rate schedules (docs/METHODS.md 4)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def build_optimizer(spec: OptimizerSpec, nets: dict[str, nn.Module], name: str) 
 def scheduled_lr(spec: OptimizerSpec, base_lr: float, step: int) -> float:
     """Learning rate of the update made in step ``step`` (0-based): a linear ramp-up that
     reaches ``base_lr`` at step ``rampup_steps - 1``, and for ``inv_sqrt`` EDM2's decay
-    ``/ sqrt(max(step / ref_steps, 1))`` (METHODS.md 4)."""
+    ``/ sqrt(max(step / ref_steps, 1))`` (docs/METHODS.md 4)."""
     lr = base_lr
     if spec.rampup_steps > 0:
         lr *= min((step + 1) / spec.rampup_steps, 1.0)

@@ -1,4 +1,4 @@
-"""Post-hoc EMA reconstruction for any family (EDM2, METHODS.md section 4).
+"""Post-hoc EMA reconstruction for any family (EDM2, docs/METHODS.md section 4).
 
 A power-function EMA with exponent gamma, read at step t, averages the weights theta_tau with
 the profile ``p_{t,gamma}(tau) = (gamma + 1) tau^gamma / t^(gamma + 1)`` on [0, t] (the

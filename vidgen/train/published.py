@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from vidgen import registry
+from vidgen.nn import count_parameters
 from vidgen.config import config_from_dict, config_to_dict, dump_yaml
 from vidgen.errors import ConfigError, VidgenError
 from vidgen.fileio import atomic_dir, sha256_file
@@ -276,7 +277,7 @@ def write_run(run: ImportedRun, out: str | os.PathLike, source: str | os.PathLik
         "imported": {"source": str(source.resolve()), "sha256": sha, "resumable": resumable},
     }
     flat = {f"{n}/{k}": v.detach().contiguous() for n, sd in networks.items() for k, v in sd.items()}
-    params = {n: sum(p.numel() for p in expected[n].parameters()) for n in networks}
+    params = {n: count_parameters(expected[n]) for n in networks}
     with atomic_dir(out) as tmp:
         dump_yaml(cfg, tmp / "config.yaml")
         (tmp / "import.json").write_text(json.dumps({

@@ -80,7 +80,7 @@ class EMASpec:
     (the long-video GAN: 0.99985, 25k steps). kind "halflife": StyleGAN-style half-life in
     thousands of images, with ``rampup`` (fraction of images seen). kind "power": EDM2
     power-function EMA for each of ``sigma_rels``, with snapshots every ``snapshot_every``
-    steps for post-hoc reconstruction (docs/METHODS.md, EDM2).
+    steps for post-hoc reconstruction (docs/METHODS.md 4.3).
     """
 
     kind: Literal["beta", "halflife", "power"] = "halflife"

@@ -8,7 +8,18 @@ vidgen designs, up to float32 rounding), or named in an error. Nothing is droppe
 
 from __future__ import annotations
 
+import math
+import re
+from typing import Any
+
 import torch
+
+from vidgen.nn.stylegan import BLUR
+
+
+def scalar(v: Any) -> Any:
+    """A pickled numpy scalar -> the Python number (other values unchanged)."""
+    return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
 
 
 class StateMap:
@@ -84,3 +95,40 @@ class StateMap:
         n = len(self.source)
         return (f"{self.where}: {len(self.used)}/{n} tensors used ({len(self.out)} loaded, "
                 f"{self.constants} filter constants checked)")
+
+
+# --- layouts shared by the StyleGAN-family importers ---------------------------------------------
+
+def synthesis_layer_index(name: str) -> int:
+    """The index ``i`` of a StyleGAN3 synthesis layer named ``L{i}_{size}_{channels}`` (-1 for
+    other names)."""
+    m = re.fullmatch(r"L(\d+)(?:_\d+)*", name)
+    return int(m.group(1)) if m else -1
+
+
+def move_alias_free_layer(sm: StateMap, src: str, dst: str, layer: Any, verify: bool = True) -> None:
+    """A StyleGAN3 synthesis layer ``src`` (``weight``, ``bias``, ``magnitude_ema``, ``affine.*``)
+    onto vidgen's ``dst`` (a ``vidgen.nn.alias_free.SynthesisLayer``, ``layer``); its up- and
+    down-sampling filters are design constants checked against the layer's own."""
+    sm.move_prefix(src, dst, ("weight", "bias", "magnitude_ema", "affine.weight", "affine.bias"))
+    for key, has, buf in (("up_filter", layer.has_fu, layer.up_filter),
+                          ("down_filter", layer.has_fd, layer.down_filter)):
+        if sm.has(src + key):
+            sm.constant(src + key, buf if has else None, verify)
+
+
+def move_resnet_discriminator(sm: StateMap, top: int, verify: bool = True) -> None:
+    """StyleGAN2's residual discriminator from resolution ``top`` down to 4x4:
+    ``b{top}.fromrgb`` -> ``fromrgb``, ``b{res}.{conv0,conv1,skip}`` -> ``blocks.{k}.*`` (k = 0
+    at ``top``), ``b4.{conv,fc,out}`` -> ``conv``, ``fc``, ``out``; every ``resample_filter``
+    is the [1, 3, 3, 1] low-pass (kept by the reference as a 2-D [4, 4] buffer)."""
+    sm.move_prefix(f"b{top}.fromrgb.", "fromrgb.", ("weight", "bias"))
+    for k, res in enumerate(2 ** i for i in range(int(math.log2(top)), 2, -1)):
+        for conv in ("conv0", "conv1", "skip"):
+            sm.move_prefix(f"b{res}.{conv}.", f"blocks.{k}.{conv}.", ("weight", "bias"))
+    for conv in ("conv", "fc", "out"):
+        sm.move_prefix(f"b4.{conv}.", f"{conv}.", ("weight", "bias"))
+    blur2d = torch.outer(BLUR, BLUR)
+    for key in sm.keys():
+        if key.endswith("resample_filter"):
+            sm.constant(key, blur2d, verify)
