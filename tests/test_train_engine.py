@@ -165,7 +165,11 @@ def test_bad_engine_settings_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="divisible"):
         train(ToyGANRecipe, cfg_for(tmp_path, "engine.steps=2", "engine.accum=3"))
     with pytest.raises(ConfigError, match="precision"):
-        train(ToyGANRecipe, cfg_for(tmp_path, "engine.steps=2", "engine.precision=fp16"))
+        cfg_for(tmp_path, "engine.steps=2", "engine.precision=fp8")
+    cfg = cfg_for(tmp_path, "engine.steps=2")
+    object.__setattr__(cfg.engine, "precision", "fp8")  # past the config's own check
+    with pytest.raises(ConfigError, match="engine.precision must be"):
+        train(ToyGANRecipe, cfg)
 
 
 def test_trains_on_real_footage_through_the_data_pipeline(tmp_path, shared_data):

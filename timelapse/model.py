@@ -31,6 +31,7 @@ from torch import nn
 
 from vidgen.nn import count_parameters
 from vidgen.nn.filters import binomial4_sum
+from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import FullyConnected, MappingNetwork, lrelu_gain, modulated_conv2d
 from timelapse.time import TimeAxis, TimeFeatures
 
@@ -171,7 +172,7 @@ class Generator(nn.Module):
         self.res_list = [2 ** i for i in range(2, int(math.log2(R)) + 1)]
         self.num_ws = 2 * len(self.res_list)  # 1 conv at 4x4, 2 per higher block, plus the last ToRGB
         self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers)
-        self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+        register_statistic(self, "w_avg", torch.zeros(cfg.w_dim))
         self.const = nn.Parameter(torch.randn(channels(cfg, 4), 4, 4))
         self.convs, self.torgbs = nn.ModuleList(), nn.ModuleList()
         for res in self.res_list:

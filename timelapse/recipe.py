@@ -20,6 +20,7 @@ from torch import nn
 
 from vidgen.config import PositiveFloat
 from vidgen.errors import ConfigError
+from vidgen.nn.fp16 import fp16_octave
 from vidgen.train.ada import AdaController, AdaOps, ada_augment
 from vidgen.train.gan import PathLengthRegularizer, ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
@@ -120,6 +121,7 @@ def time_axis(tc: TimeConfig, data: TimelapseFrames | None) -> TimeAxis:
 class TimelapseRecipe(Recipe):
     family = "timelapse"
     config_class = TimelapseConfig
+    mixed_precision = "fp16-layers"  # StyleGAN2: float16 in the top num_fp16_res resolutions, clamp 256
 
     def __init__(self, cfg: TimelapseConfig, device: torch.device, dataset: TimelapseFrames | None = None):
         super().__init__(cfg, device)
@@ -170,6 +172,16 @@ class TimelapseRecipe(Recipe):
 
     def ema(self) -> dict[str, EMASpec]:
         return {"G": self.cfg.ema}
+
+    def fp16_layers(self, num_fp16_res: int) -> list[tuple[nn.Module, tuple[int, ...]]]:
+        R, n = self.cfg.model.resolution, num_fp16_res
+        out = [(conv, (0,)) for conv in self.G.convs if fp16_octave(conv.res, R, n)]
+        out += [(rgb, (0,)) for rgb, res in zip(self.G.torgbs, self.G.res_list) if fp16_octave(res, R, n)]
+        d_res = [R >> i for i in range(len(self.D.blocks))]  # each D block's input resolution
+        return out + [(block, (0, 1)) for block, res in zip(self.D.blocks, d_res) if fp16_octave(res, R, n)]
+
+    def statistics(self) -> dict[str, nn.Module]:
+        return {"pl": self.pl}  # the path-length target
 
     def dataset(self) -> torch.utils.data.Dataset:
         if self.data is None:

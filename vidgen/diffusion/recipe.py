@@ -87,6 +87,7 @@ class LatentItems(torch.utils.data.Dataset):
 class DiffusionRecipe(Recipe):
     family = "diffusion"
     config_class = DiffusionConfig
+    mixed_precision = "bf16"  # EDM2: bfloat16 autocast (float16 with loss scaling without bfloat16)
 
     def __init__(self, cfg: DiffusionConfig, device: torch.device):
         super().__init__(cfg, device)

@@ -27,6 +27,7 @@ from torch import nn
 from vidgen.config import PositiveFloat, PositiveInt
 from vidgen.errors import ConfigError
 from vidgen.lvg.superres import SuperResDiscriminator, SuperResGenerator, SuperResModelConfig
+from vidgen.nn.alias_free import fp16_synthesis_layers
 from vidgen.train.ada import AdaController, AdaOps, ada_augment
 from vidgen.train.gan import ns_loss_d, ns_loss_g, r1_penalty
 from vidgen.train.recipe import AugmentSpec, EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe
@@ -146,6 +147,7 @@ class _PairedClips(torch.utils.data.Dataset):
 class SuperResRecipe(Recipe):
     family = "lvg-superres"
     config_class = SuperResConfig
+    mixed_precision = "fp16-layers"  # its reference (StyleGAN3 layers): float16 in the top resolutions, clamp 256
 
     def __init__(self, cfg: SuperResConfig, device: torch.device):
         super().__init__(cfg, device)
@@ -232,6 +234,10 @@ class SuperResRecipe(Recipe):
         highres = highres.detach().requires_grad_(True)
         penalty = r1_penalty(self.run_D(self._augment_input(lowres), highres), highres)
         return penalty.mean() * (self.cfg.loss.r1_gamma / 2), {"r1": penalty.detach().mean()}
+
+    def fp16_layers(self, num_fp16_res: int) -> list[tuple[nn.Module, tuple[int, ...]]]:
+        return (fp16_synthesis_layers(self.G.layers, max(self.cfg.model.highres), num_fp16_res)
+                + self.D.fp16_layers(num_fp16_res))
 
     def phases(self) -> list[Phase]:
         return [Phase("G", "G", self.loss_g, ("G",)),

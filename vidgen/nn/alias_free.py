@@ -35,6 +35,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from vidgen.nn.filters import kaiser_lowpass
+from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import FullyConnected
 
 CHUNK_ELEMENTS = 1 << 23  # upsampled elements per chunk of channels in filtered_lrelu
@@ -274,6 +275,12 @@ def modulated_conv2d_shared(x: torch.Tensor, weight: torch.Tensor, styles: torch
     return rearrange(y, "t (b o) h w -> (b t) o h w", b=B)
 
 
+def fp16_synthesis_layers(layers, img_resolution: int, num_fp16_res: int) -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """The alias-free layers StyleGAN3 runs in float16: those whose input sampling rate times
+    ``2 ** num_fp16_res`` exceeds the image resolution (vidgen/nn/fp16.py)."""
+    return [(layer, (0,)) for layer in layers if num_fp16_res > 0 and layer.spec.in_rate * 2 ** num_fp16_res > img_resolution]
+
+
 class SynthesisLayer(nn.Module):
     """Modulated conv + filtered leaky ReLU + input magnitude EMA (StyleGAN3 layer).
 
@@ -294,7 +301,7 @@ class SynthesisLayer(nn.Module):
         k = self.conv_kernel
         self.weight = nn.Parameter(torch.randn(spec.out_channels, spec.in_channels, k, k))
         self.bias = nn.Parameter(torch.zeros(spec.out_channels))
-        self.register_buffer("magnitude_ema", torch.ones([]))
+        register_statistic(self, "magnitude_ema", torch.ones([]))
 
         # Upsample to 2x the higher of the two rates for the nonlinearity (not for ToRGB).
         tmp_rate = max(spec.in_rate, spec.out_rate) * (1 if spec.is_torgb else lrelu_upsampling)

@@ -70,12 +70,16 @@ class MPConv(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *kernel))
+        self._normed = -1  # the weight's version counter after its last forced normalisation
 
     def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
         w = self.weight.to(torch.float32)
-        if self.training and not torch.is_inference_mode_enabled():
+        # forced weight normalisation (EDM2 eq. 14), once per change of the weight: forward
+        # passes between two optimiser steps (accumulation rounds) see the same weights
+        if self.training and not torch.is_inference_mode_enabled() and self.weight._version != self._normed:
             with torch.no_grad():
-                self.weight.copy_(normalize(w))  # forced weight normalisation (EDM2 eq. 14)
+                self.weight.copy_(normalize(w))
+            self._normed = self.weight._version
         w = normalize(w)  # normalised again on use, so gradients see the projection
         w = w * (gain / math.sqrt(w[0].numel()))  # magnitude-preserving fan-in scaling
         w = w.to(x.dtype)

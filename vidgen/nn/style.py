@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidgen.nn.stats import register_statistic
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -157,7 +159,7 @@ class MagnitudeEMA(nn.Module):
     def __init__(self, beta: float = 0.999):
         super().__init__()
         self.beta = beta
-        self.register_buffer("magnitude", torch.ones([]))
+        register_statistic(self, "magnitude", torch.ones([]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:

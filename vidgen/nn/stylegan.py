@@ -18,6 +18,8 @@ from einops import rearrange, repeat
 from torch import nn
 
 from vidgen.nn.alias_free import upfirdn2d
+from vidgen.nn.fp16 import fp16_octave
+from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import FullyConnected, lrelu_gain, normalize_2nd_moment
 
 SQRT_HALF = math.sqrt(0.5)
@@ -43,7 +45,7 @@ class StyleMapping(nn.Module):
         self.layers = nn.ModuleList(FullyConnected(dims[i], dims[i + 1], activation="lrelu",
                                                    lr_multiplier=lr_multiplier) for i in range(num_layers))
         if w_avg_beta is not None:
-            self.register_buffer("w_avg", torch.zeros(w_dim))
+            register_statistic(self, "w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None = None, psi: float = 1.0,
                 cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
@@ -174,6 +176,13 @@ class ResidualDiscriminator(nn.Module):
         self.out = FullyConnected(ch[4], self.cmap_dim or 1)
         self.mapping = StyleMapping(0, c_dim, self.cmap_dim, None, mapping_layers, w_avg_beta=None) \
             if c_dim > 0 else None
+
+    def fp16_layers(self, num_fp16_res: int) -> list[tuple[nn.Module, tuple[int, ...]]]:
+        """fromrgb and the blocks of the ``num_fp16_res`` highest resolutions, which StyleGAN2
+        runs in float16 (vidgen/nn/fp16.py); the epilogue stays float32."""
+        res = [self.res >> i for i in range(len(self.blocks))]  # each block's input resolution
+        out = [(self.fromrgb, (0,))] if fp16_octave(self.res, self.res, num_fp16_res) else []
+        return out + [(b, (0,)) for b, r in zip(self.blocks, res) if fp16_octave(r, self.res, num_fp16_res)]
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         assert x.shape[1:] == (self.in_channels, self.res, self.res), x.shape

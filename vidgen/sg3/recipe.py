@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vidgen.errors import ConfigError
-from vidgen.nn.alias_free import upfirdn2d
+from vidgen.nn.alias_free import fp16_synthesis_layers, upfirdn2d
 from vidgen.sg3.data import ImageSet, Mirrored, SyntheticBlobs
 from vidgen.sg3.networks import Generator, SG3ModelConfig, build_discriminator
 from vidgen.train.ada import AdaController, AdaOps, ada_augment
@@ -81,6 +81,7 @@ def blur_images(img: torch.Tensor, sigma: float) -> torch.Tensor:
 class SG3Recipe(Recipe):
     family = "sg3"
     config_class = SG3Config
+    mixed_precision = "fp16-layers"  # StyleGAN3: float16 in the top num_fp16_res resolutions, clamp 256
 
     def __init__(self, cfg: SG3Config, device: torch.device):
         super().__init__(cfg, device)
@@ -117,6 +118,10 @@ class SG3Recipe(Recipe):
         if self.cfg.loss.r1_gamma > 0:
             out.append(Phase("Dreg", "D", self.loss_r1, ("D",), interval=self.cfg.loss.r1_interval))
         return out
+
+    def fp16_layers(self, num_fp16_res: int) -> list[tuple[nn.Module, tuple[int, ...]]]:
+        return (fp16_synthesis_layers(self.G.synthesis.layers, self.cfg.model.resolution, num_fp16_res)
+                + self.D.fp16_layers(num_fp16_res))
 
     def ema(self) -> dict[str, EMASpec]:
         return {"G": self.cfg.ema}

@@ -24,6 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from vidgen.errors import VidgenError
+from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import FullyConnected
 from vidgen.nn.weights import WeightFile, read_state_dict, verified_file
 from vidgen.optional import require
@@ -76,8 +77,10 @@ class SpectralConv1d(nn.Module):
         conv = nn.Conv1d(cin, cout, kernel_size)  # PyTorch's default initialisation
         self.weight_orig = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone())
-        self.register_buffer("weight_u", F.normalize(torch.randn(cout), dim=0, eps=eps))
-        self.register_buffer("weight_v", F.normalize(torch.randn(cin * kernel_size), dim=0, eps=eps))
+        # running statistics (vidgen/nn/stats.py): every group of a multi-process batch makes the
+        # same iteration, so the engine's group average leaves them as one process has them
+        register_statistic(self, "weight_u", F.normalize(torch.randn(cout), dim=0, eps=eps))
+        register_statistic(self, "weight_v", F.normalize(torch.randn(cin * kernel_size), dim=0, eps=eps))
 
     def weight(self) -> torch.Tensor:
         w = self.weight_orig

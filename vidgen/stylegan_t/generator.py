@@ -28,6 +28,7 @@ from torch import nn
 from vidgen.errors import ConfigError
 from vidgen.nn.alias_free import FourierFeatures
 from vidgen.nn.filters import upfirdn2d
+from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import FullyConnected, lrelu_gain, modulated_conv2d, normalize_2nd_moment
 from vidgen.nn.text import TextEncoder
 
@@ -241,7 +242,7 @@ class Mapping(nn.Module):
         n = cfg.mapping_layers
         self.mlp = nn.ModuleList(FullyConnected(z_dim, z_dim, activation="linear" if i == n - 1 else "lrelu",
                                                 lr_multiplier=cfg.mapping_lr) for i in range(n))
-        self.register_buffer("x_avg", torch.zeros(z_dim))
+        register_statistic(self, "x_avg", torch.zeros(z_dim))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
         # z: [B, z_dim], c: [B, c_dim] (unit norm) -> [B, num_ws, z_dim + c_dim]

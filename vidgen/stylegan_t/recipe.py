@@ -53,6 +53,7 @@ def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class StyleGANTRecipe(Recipe):
     family = "stylegan-t"
     config_class = StyleGANTConfig
+    mixed_precision = "bf16"  # bfloat16 autocast (not the reference's float16 layers)
     count_on_meta = True  # `train --dry-run` builds the paper sizes without memory or weight files
 
     def __init__(self, cfg: StyleGANTConfig, device: torch.device):

@@ -31,6 +31,18 @@ e.g. --set engine.batch=16 --set ema.sigma_rels=[0.05,0.1].
 """
 
 
+PHEMA_EPILOG = """examples:
+  vidgen train sg3 --config configs/sg3/tiny.yaml --data synthetic --set ema.kind=power --set ema.snapshot_every=50
+  vidgen phema --run runs/00000-sg3-t-synthetic-16x16-b16 --sigma-rel 0.08 --out runs/sg3-phema-0.08
+  vidgen sg3 generate --run runs/sg3-phema-0.08 --seeds 0-15 --out grid.png
+  vidgen phema --run RUN --sigma-rel 0.05,0.10,0.15 --step 4000 --out phema-sweep   # phema-sweep/s0.0500, ...
+
+Each output is a run folder: RUN's config and newest checkpoint with the EMA network
+({network}_ema) replaced by the reconstruction; state.json records it under "phema".
+`vidgen diffusion phema` (single .safetensors files, EDM2's pickles) is unchanged.
+"""
+
+
 def _trainable() -> list[str]:
     return [f.name for f in registry.families() if f.recipe]
 
@@ -43,6 +55,20 @@ def register(subparsers) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p, with_family=True)
     p.set_defaults(func=run_train)
+    ph = subparsers.add_parser(
+        "phema", help="post-hoc EMA of any family's run: any EMA width as a run folder its commands take",
+        description="Reconstruct power-function EMA profiles (EDM2's post-hoc EMA) from the snapshots a run "
+                    "trained with ema.kind=power wrote to RUN/phema/, and write each as a run folder whose EMA "
+                    "network is the reconstruction (generate, render and eval read it like any run).",
+        epilog=PHEMA_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ph.add_argument("--run", required=True, metavar="RUN", help="the run folder (its newest checkpoint and phema/)")
+    ph.add_argument("--sigma-rel", required=True, metavar="S[,S...]",
+                    help="EMA widths to reconstruct, relative to the training time (< 0.2887), e.g. 0.05,0.10")
+    ph.add_argument("--step", type=int, default=None, help="reconstruct at this step (default: the last snapshot)")
+    ph.add_argument("--network", default=None, help="which network's snapshots when there are several (e.g. G)")
+    ph.add_argument("--out", required=True, metavar="DIR",
+                    help="new run folder (one width) or a folder of s<width> run folders (several)")
+    ph.set_defaults(func=run_phema)
 
 
 def add_train_arguments(p: argparse.ArgumentParser, with_family: bool, with_init: bool = True,
@@ -140,6 +166,22 @@ def run_recipe(recipe_cls: type, args: argparse.Namespace) -> int:
     run_dir = train(recipe_cls, cfg, resume=args.resume, init=getattr(args, "init_from", None))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"run folder: {run_dir}")
+    return 0
+
+
+def run_phema(args: argparse.Namespace) -> int:
+    import json
+
+    from vidgen.errors import VidgenError
+    from vidgen.train.phema import write_phema_run
+
+    try:
+        targets = [float(v) for v in args.sigma_rel.split(",")]
+    except ValueError:
+        raise VidgenError(f"--sigma-rel {args.sigma_rel!r}: give numbers like 0.05,0.10") from None
+    for folder, info in write_phema_run(args.run, targets, args.out, args.step, args.network):
+        print(json.dumps({"run": str(folder), **{k: info[k] for k in ("network", "step", "sigma_rel",
+                                                                    "num_snapshots", "profile_error")}}))
     return 0
 
 

@@ -201,12 +201,37 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + 1_000_003 * rank
 
 
+def group_seed(seed: int, step: int, phase: int, group: int) -> int:
+    """Seed of the RNGs while group ``group`` of step ``step`` runs phase number ``phase``."""
+    state = np.random.SeedSequence([seed, step, phase, group]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])  # < 2**63
+
+
+def seed_group(seed: int, step: int, phase: int, group: int, device: torch.device) -> None:
+    """Seed the torch (CPU and ``device``), numpy and python RNGs for one group's share of a
+    phase. A group is one accumulation round of one rank: round ``a`` of rank ``r`` is group
+    ``a * world_size + r`` and holds the samples at positions ``group, group + G, ...`` of
+    the step's global batch (G = world_size x accum; :func:`split_batch`, InfiniteSampler),
+    so a run draws the same random numbers for the same samples however its G groups are
+    spread over ranks and rounds."""
+    s = group_seed(seed, step, phase, group)
+    torch.default_generator.manual_seed(s)  # torch.manual_seed also walks every device: slow
+    if device.type == "cuda":
+        torch.cuda.manual_seed(s)  # the current device: this rank's
+    np.random.seed(s % 2**32)
+    random.seed(s)
+
+
 def split_batch(batch: Any, n: int) -> list[Any]:
-    """Split tensors (in nested tuples / lists / dicts) into ``n`` micro-batches along dim 0."""
+    """Split tensors (in nested tuples / lists / dicts) into ``n`` micro-batches along dim 0,
+    interleaved: micro-batch ``a`` holds rows ``a, a + n, a + 2n, ...`` (a rank holds every
+    ``world_size``-th sample of the global batch, so round ``a`` of rank ``r`` holds every
+    ``n * world_size``-th one from position ``a * world_size + r``; see :func:`seed_group`)."""
     if n == 1:
         return [batch]
     if isinstance(batch, torch.Tensor):
-        return list(batch.chunk(n))
+        assert batch.shape[0] % n == 0, f"a batch of {batch.shape[0]} does not split into {n} rounds"
+        return [batch[a::n].contiguous() for a in range(n)]
     if isinstance(batch, (list, tuple)):
         parts = [split_batch(b, n) for b in batch]
         return [type(batch)(p[i] for p in parts) for i in range(n)]

@@ -25,7 +25,11 @@ module names, contiguous, on CPU). Its safetensors metadata has one key, ``"vidg
 value is a JSON object::
 
     {"format": "vidgen-phema-1", "network": "net", "step": 4000, "gamma": 6.94...,
-     "sigma_rel": 0.1, "nimg": 256000}
+     "sigma_rel": 0.1, "nimg": 256000, "buffers": ["..."]}
+
+``buffers`` names the state-dict entries that are buffers (copied into the EMA, not averaged:
+w_avg, magnitude EMAs, constants); a reconstruction takes them from the last snapshot. Older
+snapshots without the key have every differing floating tensor averaged.
 
 ``step`` is ``t`` above (optimiser updates averaged so far) and ``gamma`` the exponent of the
 profile, so the snapshot is ``sum_i w_i theta_i`` with power-function weights over steps
@@ -158,7 +162,8 @@ class PowerEMA(EMA):
         paths = []
         for ema, gamma, s in zip(self._copies.values(), self.gammas, self.spec.sigma_rels):
             info = {"format": SNAPSHOT_FORMAT, "network": self.name, "step": step,
-                    "gamma": gamma, "sigma_rel": s, "nimg": nimg}
+                    "gamma": gamma, "sigma_rel": s, "nimg": nimg,
+                    "buffers": sorted(k for k, _ in ema.named_buffers())}
             path = folder / f"{self.name}-{step:09d}-s{s:.4f}.safetensors"
             write_safetensors(path, ema.state_dict(), {"vidgen": json.dumps(info)})
             paths.append(path)

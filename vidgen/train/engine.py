@@ -3,7 +3,7 @@
     run_dir = train(ToyGANRecipe, cfg, resume="auto")
 
 The engine owns: per-rank seeding and data (``vidgen.data.sampler.InfiniteSampler``),
-gradient accumulation, gradient averaging over ranks (dist.py), bf16 autocast on CUDA,
+gradient accumulation, gradient averaging over ranks (dist.py), precision (precision.py),
 learning-rate schedules and the lazy-regularisation compensation of ``OptimizerSpec`` (optim.py),
 non-finite guards, EMA (ema.py), checkpoints and resume (checkpoint.py) and logging (log.py).
 
@@ -21,7 +21,11 @@ Details a recipe can rely on:
 - Learning rate at step s: ``lr * min((s + 1) / rampup_steps, 1)`` and, for ``inv_sqrt``,
   ``/ sqrt(max(s / ref_steps, 1))`` (EDM2, docs/METHODS.md 4).
 - Randomness in ``phase.loss`` must come from the global torch / numpy / python RNGs (or
-  from the batch); ``dataset[i]`` may use those RNGs too: the loader seeds them per item from
+  from the batch): they are seeded for each group of the global batch before it runs a phase
+  (dist.seed_group), so W ranks train like one process with W times the accumulation rounds.
+  Buffers a forward pass moves (running statistics, vidgen/nn/stats.py) are averaged over the
+  groups after each phase (sync.py) and checked equal on every rank every
+  ``engine.consistency_every`` steps. ``dataset[i]`` may use the RNGs too: the loader seeds them per item from
   its position in the sample stream (dist.make_loader). Then resume is bitwise exact, with
   any number of loader workers.
 - ``recipe.sample`` runs on rank 0 inside a forked RNG, so it never changes training.
@@ -43,7 +47,7 @@ from vidgen.config import config_to_dict, dump_yaml
 from vidgen.errors import ConfigError, DataError, VidgenError, describe_os_error
 from vidgen.train import checkpoint as ckpt
 from vidgen.train.dist import (DistInfo, all_reduce_grads, all_reduce_mean, broadcast_module,  # noqa: F401
-                               gather_objects, init_distributed, make_loader, on_main, rank_seed,
+                               gather_objects, init_distributed, make_loader, on_main, rank_seed, seed_group,
                                shutdown, split_batch, to_device)
 from vidgen.train.ema import EMA, make_ema
 from vidgen.train.log import StatsAverager, Timer, TrainLogger, save_samples, truncate_stats
@@ -51,6 +55,9 @@ from vidgen.train.resume import check_resume
 from vidgen.train.runplan import plan_run
 from vidgen.train.optim import build_optimizer, check_lazy_regularisation, scheduled_lr  # noqa: F401 (re-exported)
 from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe  # noqa: F401 (re-exported)
+from vidgen.nn.fp16 import run_in_fp16
+from vidgen.train.precision import LossScaler, plan_precision
+from vidgen.train.sync import GroupStatistics, RankMismatchError, check_consistency, state_tensors
 
 
 class NonFiniteError(VidgenError):
@@ -72,10 +79,10 @@ class Trainer:
         if e.batch % (info.world_size * e.accum):
             raise ConfigError(f"engine.batch={e.batch} must be divisible by world size {info.world_size} "
                               f"x engine.accum {e.accum}")
-        prec = e.precision if e.precision != "auto" else ("bf16" if info.device.type == "cuda" else "fp32")
-        if prec not in ("fp32", "bf16"):
-            raise ConfigError(f"engine.precision must be auto, fp32 or bf16; got {e.precision!r}")
-        self.autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=prec == "bf16")
+        self.precision = plan_precision(e.precision, info.device, recipe_cls.mixed_precision)
+        self.autocast = torch.autocast(info.device.type, dtype=self.precision.autocast or torch.bfloat16,
+                                       enabled=self.precision.autocast is not None)
+        self.scaler = LossScaler() if self.precision.loss_scaling else None
         seed_all(e.seed)  # the same initial weights on every rank (rank 0's are broadcast anyway)
         self.recipe = recipe_cls(cfg, info.device)
         self.nets = {k: v.to(info.device) for k, v in self.recipe.networks().items()}
@@ -90,6 +97,13 @@ class Trainer:
                 raise ConfigError(f"phase {ph.name!r} uses optimizer {ph.optimizer!r}; the recipe has {', '.join(self.opts)}")
         check_lazy_regularisation(self.specs, self.phases)
         self.emas: dict[str, EMA] = {k: make_ema(k, self.nets[k], s) for k, s in self.recipe.ema().items()}
+        if self.precision.fp16_layers:  # the trained networks only: EMA copies compute in float32
+            for layer, inputs in self.recipe.fp16_layers(e.num_fp16_res):
+                run_in_fp16(layer, inputs)
+        self.extra = self.recipe.statistics()  # modules besides the networks with running statistics
+        for mod in self.extra.values():
+            broadcast_module(mod, info)
+        self.statistics = GroupStatistics({**self.nets, **{f"recipe.{k}": m for k, m in self.extra.items()}})
         self.step, self.nimg = 0, 0
         self.nonfinite_run: dict[str, int] = {}  # phase -> non-finite losses in a row
         self.nonfinite_losses, self.nonfinite_grads = 0, 0
@@ -106,16 +120,24 @@ class Trainer:
                 p.requires_grad_(orig and k in names)
         self._grad_state = names
 
-    def run_phase(self, phase: Phase, micros: list[Any], timer: Timer | None) -> dict[str, float]:
+    def run_phase(self, phase: Phase, micros: list[Any], timer: Timer | None, index: int = 0) -> dict[str, float]:
+        """Phase number ``index`` of this step on this rank's ``micros`` (one per accumulation
+        round). Each round is one group of the global batch (dist.seed_group): the RNGs are
+        seeded for it and the running statistics restarted for it (sync.py)."""
         opt = self.opts[phase.optimizer]
         self._set_trainable(phase.trainable)
         opt.zero_grad(set_to_none=True)
         accum, dev = len(micros), self.info.device
+        world, rank = self.info.world_size, self.info.rank
         loss_sum, stats = 0.0, {}
-        for micro in micros:
+        self.statistics.begin()
+        for a, micro in enumerate(micros):
+            seed_group(self.ecfg.seed, self.step, index, a * world + rank, dev)
             with self.autocast:
                 loss, st = phase.loss(micro, self.step)
-            (loss * (phase.interval / accum)).backward()
+            scale = self.scaler.scale if self.scaler is not None else 1.0
+            (loss * (phase.interval / accum * scale)).backward()
+            self.statistics.end_group(last=a == accum - 1)
             loss_sum = loss_sum + loss.detach().float()
             for k, v in st.items():  # kept on the device: one sync per phase, below
                 v = torch.as_tensor(v, device=dev).detach().float() / accum
@@ -127,22 +149,35 @@ class Trainer:
         grads = [p.grad for p in params if p.grad is not None]
         # a norm is non-finite iff an entry is (one fused kernel instead of one per tensor)
         finite = torch.stack(torch._foreach_norm(grads)).isfinite().all() if grads else torch.ones((), dtype=torch.bool)
-        # loss and stats averaged over ranks in one all-reduce, so every rank decides alike
+        # loss, stats and the running statistics' changes averaged over ranks in one
+        # all-reduce, so every rank decides alike and holds the same statistics
         keys = list(stats)
         local = torch.stack([torch.as_tensor(loss_sum / accum, device=dev).float().reshape(())]
-                            + [stats[k].reshape(()) for k in keys])
-        values = torch.cat([all_reduce_mean(local, self.info), finite.float().to(dev).reshape(1)]).tolist()
+                            + [torch.as_tensor(stats[k], device=dev).float().reshape(()) for k in keys])
+        mean = all_reduce_mean(torch.cat([local, self.statistics.local_delta().to(dev)]), self.info)
+        values = torch.cat([mean[:len(local)], finite.float().to(dev).reshape(1)]).tolist()
         loss_val, grads_ok = values[0], values[-1]
         stats = dict(zip(keys, values[1:-1]), **{f"{phase.name}/loss": loss_val})
         if not math.isfinite(loss_val):
+            self.statistics.restore()  # a skipped phase leaves the statistics as they were
             self.nonfinite_losses += 1
             self.nonfinite_run[phase.name] = self.nonfinite_run.get(phase.name, 0) + 1
             if self.nonfinite_run[phase.name] >= self.ecfg.max_nonfinite:
                 raise NonFiniteError(f"phase {phase.name!r} at step {self.step}")
             opt.zero_grad(set_to_none=True)
         else:
+            if accum * world > 1:  # one group alone keeps its own result, bit for bit
+                self.statistics.apply(mean[len(local):])
             self.nonfinite_run[phase.name] = 0
-            if not grads_ok:  # EDM2: zero non-finite gradient entries
+            if self.scaler is not None:  # float16: skip the step on overflow, else unscale
+                self.scaler.update(bool(grads_ok))
+                if not grads_ok:
+                    opt.zero_grad(set_to_none=True)
+                    if timer:
+                        timer.lap("optimizer")
+                    return stats
+                torch._foreach_mul_(grads, 1.0 / scale)
+            elif not grads_ok:  # EDM2: zero non-finite gradient entries
                 self.nonfinite_grads += 1
                 for g in grads:
                     torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
@@ -158,10 +193,10 @@ class Trainer:
         micros = split_batch(batch, self.ecfg.accum)
         stats: dict[str, float] = {}
         trained: set[str] = set()
-        for phase in self.phases:
+        for index, phase in enumerate(self.phases):
             if self.step % phase.interval:
                 continue
-            stats.update(self.run_phase(phase, micros, timer))
+            stats.update(self.run_phase(phase, micros, timer, index))
             trained.update(phase.trainable)
         self.nimg += self.ecfg.batch
         for name, ema in self.emas.items():
@@ -172,6 +207,15 @@ class Trainer:
         if timer:
             timer.lap("optimizer")
         return stats
+
+    def check_consistency(self) -> None:
+        """RankMismatchError on every rank unless every rank holds the same parameters and
+        buffers (networks, EMA copies, the recipe's statistics modules); collective."""
+        tensors = [(f"{n}/{k}", t) for n, net in self.all_networks().items()
+                   for k, t in [*net.named_parameters(), *net.named_buffers()]]
+        tensors += [(f"recipe.{n}/{k}", t) for n, m in self.extra.items() for k, t in m.named_buffers()]
+        tensors += state_tensors(self.recipe.state_dict(), "recipe state")  # e.g. ADA's p
+        check_consistency(tensors, self.info, self.step)
 
     # --- state -------------------------------------------------------------------------
     def all_networks(self) -> dict[str, nn.Module]:
@@ -197,6 +241,8 @@ class Trainer:
             "counters": {"nonfinite_losses": self.nonfinite_losses, "nonfinite_grads": self.nonfinite_grads},
             "optimizers": optim, "recipe": recipe_state, "time": time.time(),
         }
+        if self.scaler is not None:
+            state["loss_scale"] = self.scaler.state_dict()
         path = ckpt.write_checkpoint(ckpt.checkpoint_dir(run_dir, self.step), networks, tensors, state)
         ckpt.prune_checkpoints(run_dir, self.ecfg.keep_last, self.ecfg.milestone_every)
         return path
@@ -222,6 +268,9 @@ class Trainer:
                 ckpt.load_optimizer_state(o, c.state["optimizers"][k], tensors)
             part = "recipe state"
             self.recipe.load_state_dict(ckpt.join_state(c.state["recipe"], tensors))
+            if self.scaler is not None and "loss_scale" in c.state:
+                part = "loss scale"
+                self.scaler.load_state_dict(c.state["loss_scale"])
             part = "RNG state"
             rngs = c.state["rng"]
             if len(rngs) == self.info.world_size:
@@ -288,8 +337,10 @@ class Trainer:
         nets = {**self.nets, **nets}
         np_state, py_state = np.random.get_state(), random.getstate()
         devices = [self.info.device] if self.info.device.type == "cuda" else []
+        self.statistics.begin()  # rank 0 alone samples: whatever it runs must not move a statistic
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             media = self.recipe.sample(nets, num, self.ecfg.seed)
+        self.statistics.restore()
         np.random.set_state(np_state)
         random.setstate(py_state)
         return None if media is None else save_samples(media, folder, self.step)
@@ -416,7 +467,10 @@ class Run:
             tr.sample(self.run_dir / "samples")
         if tr.step % e.log_every == 0 or tr.step == e.steps:
             self.tick()
-        if (tr.step % e.checkpoint_every == 0 or tr.step == e.steps) and not any(tr.nonfinite_run.values()):
+        save = (tr.step % e.checkpoint_every == 0 or tr.step == e.steps) and not any(tr.nonfinite_run.values())
+        if info.active and e.consistency_every and (tr.step % e.consistency_every == 0 or save):
+            tr.check_consistency()  # never a checkpoint of ranks that drifted apart
+        if save:
             tr.save(self.run_dir, self.family)
         self.timer.lap("logging")
 
@@ -456,6 +510,8 @@ def _train(recipe_cls: type[Recipe], cfg: Any, resume: str | None, info: DistInf
     try:
         while not run.done:
             run.step()
+    except RankMismatchError as exc:
+        raise RankMismatchError(f"training stopped: {exc}; {_kept(run.run_dir)}") from None
     except NonFiniteError as exc:
         raise NonFiniteError(
             f"training stopped: {cfg.engine.max_nonfinite} non-finite losses in a row in {exc}; {_kept(run.run_dir)}. "

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidgen.nn.stats import register_statistic
+
 
 def ns_loss_g(fake_logits: torch.Tensor) -> torch.Tensor:
     """Generator loss ``softplus(-D(G(z)))`` per sample. fake_logits: [B] or [B, 1] -> [B]."""
@@ -54,15 +56,17 @@ class PathLengthRegularizer(nn.Module):
     Call with generated images ``fake: [B, C, H, W]`` (or ``[B, C, T, H, W]``) and the ``ws``
     they were made from (any shape ``[B, ...]``, ``requires_grad=True``). Returns the
     per-sample penalty ``(|J_w^T y| - pl_mean)^2`` -> [B]; multiply by ``pl_weight`` for the loss.
-    ``pl_mean`` is a buffer (save it with the recipe's state). Under DDP the batch mean of
-    the path lengths is averaged over ranks before the update, so every rank keeps the same
-    target; every rank must therefore call this in the same steps.
+    ``pl_mean`` is a running statistic (vidgen/nn/stats.py; save it with the recipe's state):
+    each call moves it towards the mean path length of its own batch and measures the penalty
+    against the moved value, as StyleGAN2 does on each GPU; the training engine then averages
+    the moves of all ranks and accumulation rounds (vidgen/train/sync.py), so every rank keeps
+    the same target (give the regulariser to the engine in ``Recipe.statistics()``).
     """
 
     def __init__(self, decay: float = 0.01):
         super().__init__()
         self.decay = decay
-        self.register_buffer("pl_mean", torch.zeros([]))
+        register_statistic(self, "pl_mean", torch.zeros([]))
 
     def forward(self, fake: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
         # y ~ N(0, I) / sqrt(number of pixels): the path length does not depend on resolution.
@@ -77,10 +81,6 @@ class PathLengthRegularizer(nn.Module):
         else:
             lengths = sq.reshape(sq.shape[0], -1).sum(1).sqrt()
         mean_now = lengths.detach().mean()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            mean_now = mean_now.clone()
-            torch.distributed.all_reduce(mean_now)
-            mean_now = mean_now / torch.distributed.get_world_size()
         with torch.no_grad():
             self.pl_mean.copy_(self.pl_mean.lerp(mean_now.to(self.pl_mean.dtype), self.decay))
         return (lengths - self.pl_mean.detach()).square()

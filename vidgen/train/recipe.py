@@ -28,13 +28,14 @@ per rank and checkpoints it, which is what makes resume bitwise exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from vidgen.config import NonNegativeInt, PositiveInt
 from vidgen.errors import ConfigError
+from vidgen.train.precision import MixedKind
 
 LossFn = Callable[[Any, int], "tuple[torch.Tensor, dict[str, float]]"]
 
@@ -140,6 +141,8 @@ class Recipe:
 
     family: str = ""
     config_class: type = object
+    # what engine.precision=mixed (and auto on CUDA) does: the reference's recipe (precision.py)
+    mixed_precision: ClassVar[MixedKind] = "fp32"
 
     def __init__(self, cfg: Any, device: torch.device):
         self.cfg = cfg
@@ -159,8 +162,20 @@ class Recipe:
         """Network name -> EMA settings. The engine stores the copy as ``f"{name}_ema"``."""
         return {}
 
+    def statistics(self) -> dict[str, nn.Module]:
+        """Modules besides :meth:`networks` whose running statistics (vidgen/nn/stats.py) the
+        phases update, e.g. a path-length regulariser: the engine keeps them identical on every
+        rank like the networks' own (vidgen/train/sync.py). Their state is the recipe's to save."""
+        return {}
+
     def dataset(self) -> torch.utils.data.Dataset:
         raise NotImplementedError
+
+    def fp16_layers(self, num_fp16_res: int) -> list[tuple[nn.Module, tuple[int, ...]]]:
+        """For ``mixed_precision = "fp16-layers"``: the layers of the ``num_fp16_res`` highest
+        resolutions, each with the positions of its activation arguments
+        (vidgen/nn/fp16.py:run_in_fp16)."""
+        return []
 
     # --- optional hooks ---------------------------------------------------------------
     def end_step(self, step: int, stats: dict[str, float]) -> None:
@@ -193,7 +208,10 @@ class EngineConfig:
     accum: PositiveInt = 1  # gradient-accumulation rounds per step
     seed: NonNegativeInt = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # fp32, bf16 (autocast), fp16 (autocast + loss scaling), mixed (the family's reference:
+    # Recipe.mixed_precision, precision.py), auto (mixed on CUDA, fp32 elsewhere)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "mixed"] = "auto"
+    num_fp16_res: NonNegativeInt = 4  # mixed, StyleGAN-style families: float16 in this many top resolutions
     workers: NonNegativeInt = 2  # DataLoader worker processes per rank
     out_dir: str = "runs"  # run folders are created under this
     checkpoint_every: PositiveInt = 500  # steps between checkpoints
@@ -202,6 +220,7 @@ class EngineConfig:
     log_every: PositiveInt = 50  # steps per tick: one JSONL stats line
     sample_every: NonNegativeInt = 0  # steps between sample media (0: off)
     max_nonfinite: PositiveInt = 10  # consecutive non-finite losses before training stops
+    consistency_every: NonNegativeInt = 100  # steps between checks that all ranks hold the same weights (0: off)
 
     def check(self) -> None:
         if self.batch % self.accum:
