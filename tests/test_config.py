@@ -169,7 +169,7 @@ def test_scientific_notation_reads_as_a_float(tmp_path):
 
 
 PRESETS = {"toygan-tiny.yaml": "toygan", "lvg/lowres-": "lvg-lowres", "lvg/superres-": "lvg-superres",
-           "diffusion/": "diffusion", "timelapse/": "timelapse"}
+           "diffusion/": "diffusion", "timelapse/": "timelapse", "sg3/": "sg3", "stylegan-t/": "stylegan-t"}
 
 
 def test_every_family_default_and_preset_passes_its_own_checks():
