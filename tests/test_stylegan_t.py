@@ -152,6 +152,9 @@ def test_dry_run_prints_the_paper_counts(capsys, monkeypatch):
         assert lines["D.heads"] == "7,753,600" and lines["D.dino"] == "21,665,664"
         outside = int(lines["G.synthesis"].replace(",", "")) + int(lines["G.mapping"].replace(",", ""))
         assert outside == {"full-64": 975_556_011, "lite-64": 74_556_835}[preset]
+        # the trainable part (outside the frozen CLIP and DINO) is printed as such
+        trainable = {ln.split()[1]: ln.split()[2] for ln in out.splitlines() if ln.split()[:1] == ["trainable"]}
+        assert trainable == {"G": f"{outside:,d}", "D": "7,753,600"}
 
 
 @needs_text

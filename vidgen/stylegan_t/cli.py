@@ -13,7 +13,7 @@ from vidgen.argtypes import parse_seeds
 from vidgen.errors import VidgenError
 
 EPILOG = """examples:
-  vidgen t2i --net runs/00000-stylegan-t-shapes-32x32-b16 --prompt "a red circle on a blue background" \\
+  vidgen t2i --net runs/00000-stylegan-t-shapes-32x32-b8 --prompt "a red circle on a blue background" \\
       --psi 0.7 --seeds 0-15 --out grid.png
   vidgen t2i --net RUN --prompt "a red circle on a blue background" --prompt "a green square on a yellow background" \\
       --psi 1.0,0.7,0.5 --seeds 0-7 --out tradeoff.png     # one row per prompt and psi

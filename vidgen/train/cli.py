@@ -122,13 +122,18 @@ def resolve_config(recipe_cls: type, args: argparse.Namespace) -> Any:
 
 
 def parameter_counts(recipe_cls: type, cfg: Any, children: bool = False) -> dict[str, int]:
-    """Parameters per network; with ``children``, also per direct sub-module as ``"G.mapping"``.
-    A recipe with ``count_on_meta = True`` is built on the meta device (no memory, no weight
-    files read: paper-size networks with frozen pretrained parts)."""
+    """Parameters per network; with ``children``, also per direct sub-module as ``"G.mapping"``
+    and, for a network with frozen parts (a pretrained text encoder or feature network), the
+    parameters that train as ``"G:trainable"``. A recipe with ``count_on_meta = True`` is built
+    on the meta device (no memory, no weight files read: paper-size networks with frozen
+    pretrained parts)."""
     recipe = recipe_cls(cfg, torch.device("meta" if getattr(recipe_cls, "count_on_meta", False) else "cpu"))
     counts = {}
     for name, net in recipe.networks().items():
         counts[name] = count_parameters(net)
+        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        if children and trainable != counts[name]:
+            counts[f"{name}:trainable"] = trainable
         if children:
             for child, module in net.named_children():
                 n = count_parameters(module)
@@ -143,13 +148,18 @@ def dry_run(recipe_cls: type, cfg: Any, out=None) -> None:
     print(dump_yaml(cfg), end="", file=out)
     counts = parameter_counts(recipe_cls, cfg, children=True)
     print("# parameters (networks, then their direct sub-modules)", file=out)
-    for name, n in counts.items():
-        if "." not in name:
-            print(f"{name:>12s}  {n:>14,d}  ({n / 1e6:.3f}M)", file=out)
-    print(f"{'total':>12s}  {sum(n for k, n in counts.items() if '.' not in k):>14,d}", file=out)
+    nets = [k for k in counts if "." not in k and ":" not in k]
+    for name in nets:
+        print(f"{name:>12s}  {counts[name]:>14,d}  ({counts[name] / 1e6:.3f}M)", file=out)
+    print(f"{'total':>12s}  {sum(counts[k] for k in nets):>14,d}", file=out)
     for name, n in counts.items():
         if "." in name:
             print(f"  {name:<28s}  {n:>14,d}  ({n / 1e6:.3f}M)", file=out)
+    trainable = {k.split(":")[0]: n for k, n in counts.items() if k.endswith(":trainable")}
+    if trainable:
+        print("# trainable parameters (without the frozen parts)", file=out)
+        for name, n in trainable.items():
+            print(f"{'trainable ' + name:>20s}  {n:>14,d}  ({n / 1e6:.3f}M)", file=out)
 
 
 def run_recipe(recipe_cls: type, args: argparse.Namespace) -> int:
