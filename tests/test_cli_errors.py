@@ -198,6 +198,7 @@ SAMPLE = ["diffusion", "sample", "--net", "{diffusion}", "--out", "{out}/s"]
 RENDER = ["render", "sweep", "-c", "{timelapse}", "--factor", "day", "--out", "{out}/r.mp4"]
 INVERT = ["invert", "-c", "{timelapse}", "--data", "{frames}", "--out", "{out}/lat.safetensors"]
 SG3GEN = ["sg3", "generate", "--run", "{sg3}", "--seeds", "0-1", "--out", "{out}/grid.png"]
+T2I = ["t2i", "--net", "{out}/no-run", "--prompt", "a red circle", "--out", "{out}/t.png"]
 EVAL = ["eval", "--real", "{drive}", "--fake", "{drive}", "--metrics", "fid8_full", "--out", "{out}/e"]
 OPTIONS = [  # (entry, argv, fragment of the message)
     ("vidgen", GEN + ["--frames", "0"], "argument --frames: must be at least 1, got '0'"),
@@ -231,6 +232,12 @@ OPTIONS = [  # (entry, argv, fragment of the message)
     ("vidgen", SG3GEN + ["--seeds", "x"], "--seeds 'x'"),
     ("vidgen", SG3GEN + ["--translate", "1"], "--translate"),
     ("vidgen", SG3GEN + ["--device", "tpu"], "argument --device"),
+    ("vidgen", T2I + ["--batch", "0"], "argument --batch: must be at least 1"),
+    ("vidgen", T2I + ["--device", "tpu"], "argument --device"),
+    ("vidgen", T2I + ["--psi", "nan"], "--psi 'nan'"),
+    ("vidgen", T2I + ["--psi", "0.7,x"], "--psi '0.7,x'"),
+    ("vidgen", T2I + ["--seeds", "1-a"], "--seeds '1-a'"),
+    ("vidgen", ["stylegan-t", "generate", *T2I[1:], "--noise", "loud"], "argument --noise: invalid choice"),
     ("vidgen", EVAL + ["--runs", "0"], "argument --runs"),
     ("vidgen", EVAL + ["--clip-batch", "0"], "argument --clip-batch"),
     ("vidgen", EVAL + ["--frame-batch", "-1"], "argument --frame-batch"),

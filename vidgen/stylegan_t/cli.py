@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 
-from vidgen.argtypes import parse_seeds
-from vidgen.errors import VidgenError
+from vidgen.argtypes import device_name, parse_seeds, positive_int
+from vidgen.errors import VidgenError, output_error
+from vidgen.fileio import atomic_files
 
 EPILOG = """examples:
   vidgen t2i --net runs/00000-stylegan-t-shapes-32x32-b8 --prompt "a red circle on a blue background" \\
@@ -52,8 +54,9 @@ def add_t2i_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0-15", help="seed list, e.g. 0-15 or 1,5,9")
     p.add_argument("--noise", choices=("const", "random", "none"), default="const", help="noise inputs")
     p.add_argument("--network", default="G_ema", help="which generator of the checkpoint (G_ema or G)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=positive_int, default=16, help="images per generator call")
+    p.add_argument("--device", type=device_name, default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--allow-nonfinite", action="store_true", help="load a checkpoint with NaN / inf weights anyway")
     p.add_argument("--out", required=True, metavar="grid.png|DIR")
     p.set_defaults(func=run_t2i)
 
@@ -63,7 +66,9 @@ def parse_psis(text: str) -> list[float]:
     try:
         psis = [float(v) for v in text.split(",")]
     except ValueError:
-        raise VidgenError(f"--psi {text!r}: give numbers like 0.7 or 1.0,0.7,0.5") from None
+        psis = []
+    if not psis or not all(math.isfinite(v) for v in psis):
+        raise VidgenError(f"--psi {text!r}: give finite numbers like 0.7 or 1.0,0.7,0.5")
     return psis
 
 
@@ -85,8 +90,10 @@ def run_t2i(args) -> int:
     from vidgen.stylegan_t.family import StyleGANTSampler, load_generator
 
     prompts, psis, seeds = read_prompts(args), parse_psis(args.psi), parse_seeds(args.seeds)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    out = Path(args.out)
+    if out.suffix.lower() != ".png" and out.exists() and not out.is_dir():
+        raise VidgenError(f"--out {out}: exists and is not a folder; give a .png path or a folder")
+    device = torch.device(args.device)
     names = (args.network,) if args.network != "G_ema" else ("G_ema", "G")
     t0 = time.perf_counter()
     G, cfg, c = load_generator(args.net, device, names)
@@ -98,17 +105,20 @@ def run_t2i(args) -> int:
     frames = to_uint8_frames(torch.cat(rows), layout="TCHW")
     settings = {"net": str(c.path), "step": c.step, "prompts": prompts, "psi": psis, "seeds": args.seeds,
                 "noise": args.noise, "network": args.network, "rows": "prompt x psi", "columns": "seeds"}
-    out = Path(args.out)
-    if out.suffix.lower() == ".png":
-        save_png(out, grid(list(frames), ncols=len(seeds)), settings)
-    else:
-        k = 0
-        for p, prompt in enumerate(prompts):
-            for psi in psis:
-                for s in seeds:
-                    save_png(out / f"p{p:03d}-psi{psi:g}-seed{s:06d}.png", frames[k], {**settings, "prompt": prompt,
-                                                                                        "psi": psi, "seed": s})
-                    k += 1
+    try:
+        if out.suffix.lower() == ".png":
+            save_png(out, grid(list(frames), ncols=len(seeds)), settings)
+        else:
+            with atomic_files(out) as tmp:  # all images or none
+                k = 0
+                for p, prompt in enumerate(prompts):
+                    for psi in psis:
+                        for s in seeds:
+                            save_png(tmp / f"p{p:03d}-psi{psi:g}-seed{s:06d}.png", frames[k],
+                                     {**settings, "prompt": prompt, "psi": psi, "seed": s})
+                            k += 1
+    except OSError as exc:
+        raise output_error(exc, out, "no image was added there (what it held before is unchanged)") from None
     print(json.dumps({"out": str(out), "images": len(frames), "prompts": len(prompts), "psi": psis,
                       "seconds": round(time.perf_counter() - t0, 2)}))
     return 0
