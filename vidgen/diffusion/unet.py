@@ -202,6 +202,10 @@ class Block(nn.Module):
 class UNet(nn.Module):
     """``F(x_in, c_noise, labels, tokens)``; x_in: [B, img_channels, R, R] -> same shape."""
 
+    # On the CPU the activations are kept channels-last inside the network: oneDNN's
+    # convolutions run fastest on that layout. The output has the standard layout either way.
+    channels_last: bool = True
+
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         cfg = resolve(cfg)
@@ -252,7 +256,7 @@ class UNet(nn.Module):
         emb = mp_silu(emb)
         sigma = (c_noise * 4).exp()  # c_noise = ln(sigma) / 4 (EDM table 1)
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-        if x.device.type == "cpu":  # oneDNN's convolutions are fastest on channels-last activations
+        if self.channels_last and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for name, block in self.enc.items():
