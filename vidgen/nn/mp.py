@@ -92,12 +92,21 @@ class MPConv(nn.Module):
                     w = self.weight.to(torch.float32)
         # Normalised again on use, so gradients see the projection, and scaled for magnitude
         # preservation by gain / sqrt(fan_in): both folded into one factor per output channel.
-        w = w * ((gain / math.sqrt(w[0].numel())) / _norm_denominator(w, dims, 1e-4))
+        factor = (gain / math.sqrt(w[0].numel())) / _norm_denominator(w, dims, 1e-4)
+        if w.ndim == 4 and w.shape[-1] > 1 and _channels_last(x) and not torch.is_grad_enabled():
+            # Written channels-last as it is computed: the convolution would copy it otherwise.
+            w = torch.mul(w, factor, out=torch.empty_like(w, memory_format=torch.channels_last))
+        else:
+            w = w * factor
         w = w.to(x.dtype)
         if w.ndim == 2:
             return x @ w.t()
         assert w.ndim == 4, "MPConv supports linear and 2-D kernels"
         return F.conv2d(x, w, padding=w.shape[-1] // 2)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def resample(x: torch.Tensor, mode: str = "keep") -> torch.Tensor:

@@ -57,6 +57,14 @@ class NonFiniteError(VidgenError):
     """Training diverged: too many non-finite losses in a row."""
 
 
+def compile_networks(nets: dict[str, nn.Module]) -> None:
+    """``engine.compile``: each network's own calls go through torch.compile (``Module.compile``,
+    in place, so the recipe's references, parameter names and checkpoints stay as they are).
+    The first steps pay the compilation; methods other than ``forward`` run as written."""
+    for net in nets.values():
+        net.compile()
+
+
 def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -90,6 +98,8 @@ class Trainer:
                 raise ConfigError(f"phase {ph.name!r} uses optimizer {ph.optimizer!r}; the recipe has {', '.join(self.opts)}")
         check_lazy_regularisation(self.specs, self.phases)
         self.emas: dict[str, EMA] = {k: make_ema(k, self.nets[k], s) for k, s in self.recipe.ema().items()}
+        if e.compile:  # after the EMA copies are made: only the trained networks' calls are compiled
+            compile_networks(self.nets)
         self.step, self.nimg = 0, 0
         self.nonfinite_run: dict[str, int] = {}  # phase -> non-finite losses in a row
         self.nonfinite_losses, self.nonfinite_grads = 0, 0

@@ -202,6 +202,7 @@ class EngineConfig:
     log_every: PositiveInt = 50  # steps per tick: one JSONL stats line
     sample_every: NonNegativeInt = 0  # steps between sample media (0: off)
     max_nonfinite: PositiveInt = 10  # consecutive non-finite losses before training stops
+    compile: bool = False  # torch.compile the trained networks (in place; docs/TRAINING.md, engine.compile)
 
     def check(self) -> None:
         if self.batch % self.accum:
