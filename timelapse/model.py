@@ -123,7 +123,10 @@ def grouped_modconv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
     x = x.reshape(1, B * I, H, W)
     if up:
         y = F.conv_transpose2d(x, rearrange(w, "b o i kh kw -> (b i) o kh kw"), stride=2, groups=B)
-        y = binomial4_sum(y.reshape(B, O, *y.shape[2:]), (2, 3), (1 - (k - 3) // 2,) * 2)
+        y = y.reshape(B, O, *y.shape[2:])
+        p = 1 - (k - 3) // 2
+        for d in (2, 3):  # one axis at a time, so each intermediate is freed before the next
+            y = binomial4_sum(y, (d,), (p,))
         return y
     b = None if bias is None else bias.to(x.dtype).repeat(B)
     y = F.conv2d(x, w.reshape(B * O, I, k, k), b, padding=k // 2, groups=B)
