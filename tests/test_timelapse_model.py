@@ -148,8 +148,8 @@ def _perturbed(net, seed=1):
 
 
 def test_inference_path_computes_the_training_path():
-    # Without gradients the generator runs every modulated conv as one grouped convolution
-    # with per-sample weights; with them, as a shared conv between scalings. One function.
+    # Without gradients the generator runs every modulated conv as one convolution per sample
+    # with its modulated weights; with them, as a shared conv between scalings. One function.
     G = _perturbed(Generator(TINY, AXIS))
     z, t = torch.randn(3, 16), torch.rand(3)
     noise = G.make_noise(3, torch.Generator().manual_seed(2))

@@ -105,10 +105,10 @@ def demodulation(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) 
     return (styles.square() @ w2.t().to(styles.dtype) + eps).rsqrt()
 
 
-def grouped_modconv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, out_scale: torch.Tensor | None,
+def per_sample_modconv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, out_scale: torch.Tensor | None,
                     bias: torch.Tensor | None = None, up: bool = False) -> torch.Tensor:
-    """The modulated conv as one grouped convolution with a weight per sample (StyleGAN2's
-    "fused" form): W[o, i] s[b, i] out_scale[b, o], so neither the input nor the output is
+    """The modulated conv with a weight per sample (StyleGAN2's "fused" form, one convolution
+    per sample): W[o, i] s[b, i] out_scale[b, o], so neither the input nor the output is
     scaled in a pass of its own. The inference path (no gradients): equal to the shared-weight
     form up to float32 rounding, and faster on the CPU.
 
@@ -120,17 +120,16 @@ def grouped_modconv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
     w = weight.to(x.dtype)[None] * styles.to(x.dtype)[:, None, :, None, None]  # [B, O, I, k, k]
     if out_scale is not None:
         w = w * out_scale.to(x.dtype)[:, :, None, None, None]
-    x = x.reshape(1, B * I, H, W)
+    # One convolution per sample, each of the same shape: a sample's output does not depend on
+    # which other samples share its batch (a grouped convolution over the batch would).
     if up:
-        y = F.conv_transpose2d(x, rearrange(w, "b o i kh kw -> (b i) o kh kw"), stride=2, groups=B)
-        y = y.reshape(B, O, *y.shape[2:])
+        y = torch.cat([F.conv_transpose2d(x[i:i + 1], w[i].transpose(0, 1), stride=2) for i in range(B)])
         p = 1 - (k - 3) // 2
         for d in (2, 3):  # one axis at a time, so each intermediate is freed before the next
             y = binomial4_sum(y, (d,), (p,))
         return y
-    b = None if bias is None else bias.to(x.dtype).repeat(B)
-    y = F.conv2d(x, w.reshape(B * O, I, k, k), b, padding=k // 2, groups=B)
-    return y.reshape(B, O, *y.shape[2:])
+    b = None if bias is None else bias.to(x.dtype)
+    return torch.cat([F.conv2d(x[i:i + 1], w[i], b, padding=k // 2) for i in range(B)])
 
 
 class TimeStyle(nn.Module):
@@ -171,7 +170,7 @@ class SynthesisLayer(nn.Module):
         noise = self.noise_input(x, noise)
         noise = None if noise is None else noise * (self.noise_strength * g).to(x.dtype)
         if not (torch.is_grad_enabled() and (x.requires_grad or styles.requires_grad or self.weight.requires_grad)):
-            x = grouped_modconv(x, self.weight, styles, d, None if self.up else bias, self.up)
+            x = per_sample_modconv(x, self.weight, styles, d, None if self.up else bias, self.up)
             if self.up:
                 x.add_(bias.to(x.dtype)[:, None, None])
             if noise is not None:
@@ -210,7 +209,7 @@ class ToRGB(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         styles = self.style(w, c) * self.gain
         if not (torch.is_grad_enabled() and (x.requires_grad or styles.requires_grad or self.weight.requires_grad)):
-            y = grouped_modconv(x, self.weight, styles, None, self.bias)
+            y = per_sample_modconv(x, self.weight, styles, None, self.bias)
         else:
             y = modulated_conv2d(x, self.weight, styles, demodulate=False)
             y = y + self.bias.to(y.dtype)[:, None, None]
