@@ -117,3 +117,29 @@ def test_attention_kernel_matches_softmax_with_bias():
     assert torch.allclose(attention(q, k, v), torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1) @ v, atol=1e-5)
     with pytest.raises(RuntimeError, match="xformers"):
         attention(q, k, v, backend="xformers")  # CPU tensors
+
+
+
+def test_channels_last_activations_keep_the_function_and_the_output_layout():
+    # On the CPU the U-Net runs channels-last inside; callers see a standard tensor, and the
+    # function is the one computed with standard layout throughout (float32 rounding apart).
+    net = tiny(token_dim=6, cross_attn_resolutions=(4,)).eval().net
+    with torch.no_grad():
+        net.out_gain.fill_(1.0)  # 0 at initialisation: the output would be all zeros
+        for blk in list(net.enc.values()) + list(net.dec.values()):
+            if hasattr(blk, "emb_gain"):
+                blk.emb_gain.fill_(0.5)
+    x, c_noise = torch.randn(3, 3, 8, 8), torch.randn(3)
+    labels, tokens = torch.eye(5)[:3], torch.randn(3, 2, 6)
+    layouts = []
+    for name in ("8x8_block0", "4x4_block0"):  # self-attention; self- and cross-attention
+        net.enc[name].register_forward_hook(
+            lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous()))
+    with torch.no_grad():
+        y = net(x, c_noise, labels, tokens)
+        net.channels_last = False
+        ref = net(x, c_noise, labels, tokens)
+    assert layouts[:2] == [True, True]  # channels-last inside
+    assert y.is_contiguous() and y.shape == x.shape
+    assert y.std(dim=0).mean() > 0.05  # the samples differ: the comparison is not degenerate
+    assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()

@@ -17,12 +17,14 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from vidgen.errors import ConfigError
 from vidgen.nn.attention import attention
-from vidgen.nn.mp import MPConv, MPFourier, mp_cat, mp_silu, mp_sum, normalize, resample
+from vidgen.nn.mp import SILU_GAIN, MPConv, MPFourier, mp_cat, mp_silu, mp_sum, normalize, resample
+from vidgen.nn.style import clamp_symmetric
 
 
 Arch = Literal["edm2", "ddpmpp", "ncsnpp", "adm"]
@@ -113,6 +115,24 @@ def resolve(cfg: UNetConfig) -> UNetConfig:
     return replace(cfg, **out)
 
 
+def _mp_add(x: torch.Tensor, conv: MPConv, y: torch.Tensor, t: float, gain: float = 1.0) -> torch.Tensor:
+    """``mp_sum(x, conv(y, gain), t)`` with the branch's weight t / sqrt((1 - t)^2 + t^2) folded
+    into the conv's weights: one pass over the activations for the sum."""
+    s = math.sqrt((1 - t) ** 2 + t ** 2)
+    return torch.add(conv(y, gain=gain * t / s), x, alpha=(1 - t) / s)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _heads_to_image(y: torch.Tensor, like: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Attention output [B, n, h*w, c] -> [B, n*c, h, w] in the memory layout of ``like``."""
+    if _channels_last(like):
+        return rearrange(y, "b n (h w) c -> b h w (n c)", h=h, w=w).permute(0, 3, 1, 2)
+    return rearrange(y, "b n (h w) c -> b (n c) h w", h=h, w=w)
+
+
 class Block(nn.Module):
     """One EDM2 residual block (``flavor`` "enc" or "dec"), optionally resampling."""
 
@@ -144,25 +164,26 @@ class Block(nn.Module):
             if self.conv_skip is not None:
                 x = self.conv_skip(x)
             x = normalize(x, dim=1)  # pixel norm
-        y = self.conv_res0(mp_silu(x))
+        # mp_silu's 1 / 0.596 is folded into the weights of the conv that follows (linear), and
+        # so is mp_sum's weight of the residual branch (see _mp_add): fewer passes over y.
+        y = self.conv_res0(F.silu(x), gain=1 / SILU_GAIN)
         c = self.emb_linear(emb, gain=self.emb_gain) + 1
-        y = mp_silu(y * rearrange(c, "b c -> b c 1 1").to(y.dtype))
+        y = F.silu(y * rearrange(c, "b c -> b c 1 1").to(y.dtype))
         if self.training and self.cfg.dropout:
             y = nn.functional.dropout(y, p=self.cfg.dropout)
-        y = self.conv_res1(y)
         if self.flavor == "dec" and self.conv_skip is not None:
             x = self.conv_skip(x)
-        x = mp_sum(x, y, t=self.cfg.res_balance)
+        x = _mp_add(x, self.conv_res1, y, self.cfg.res_balance, 1 / SILU_GAIN)
         if self.num_heads:
             h, w = x.shape[-2:]
             qkv = rearrange(self.attn_qkv(x), "b (n c three) h w -> three b n (h w) c", n=self.num_heads, three=3)
             q, k, v = normalize(qkv, dim=-1).unbind(0)  # cosine attention: pixel norm of q, k, v
-            y = rearrange(attention(q, k, v), "b n (h w) c -> b (n c) h w", h=h, w=w)
-            x = mp_sum(x, self.attn_proj(y), t=self.cfg.attn_balance)
+            y = _heads_to_image(attention(q, k, v), x, h, w)
+            x = _mp_add(x, self.attn_proj, y, self.cfg.attn_balance)
         if self.cross_heads and tokens is not None:
             x = mp_sum(x, self._cross(x, tokens, paint, sigma), t=self.cfg.attn_balance)
         if self.cfg.clip_act:
-            x = x.clamp(-self.cfg.clip_act, self.cfg.clip_act)
+            x = clamp_symmetric(x, self.cfg.clip_act)
         return x
 
     def _cross(self, x, tokens, paint, sigma):
@@ -175,11 +196,15 @@ class Block(nn.Module):
         if paint is not None:
             bias = paint.bias(q, k, sigma, (h, w))  # docs/METHODS.md 7, [B, n, HW, T]
         y = attention(q, k, v, bias=bias)
-        return self.cross_proj(rearrange(y, "b n (h w) c -> b (n c) h w", h=h, w=w))
+        return self.cross_proj(_heads_to_image(y, x, h, w))
 
 
 class UNet(nn.Module):
     """``F(x_in, c_noise, labels, tokens)``; x_in: [B, img_channels, R, R] -> same shape."""
+
+    # On the CPU the activations are kept channels-last inside the network: oneDNN's
+    # convolutions run fastest on that layout. The output has the standard layout either way.
+    channels_last: bool = True
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -231,6 +256,8 @@ class UNet(nn.Module):
         emb = mp_silu(emb)
         sigma = (c_noise * 4).exp()  # c_noise = ln(sigma) / 4 (EDM table 1)
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        if self.channels_last and x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for name, block in self.enc.items():
             x = block(x) if name.endswith("_conv") else block(x, emb, tokens, paint, sigma)
@@ -239,7 +266,7 @@ class UNet(nn.Module):
             if "_block" in name:
                 x = mp_cat(x, skips.pop(), t=self.cfg.concat_balance)
             x = block(x, emb, tokens, paint, sigma)
-        return self.out_conv(x, gain=self.out_gain)
+        return self.out_conv(x, gain=self.out_gain).contiguous()
 
 
 def build_network(cfg: UNetConfig, out_channels: int | None = None) -> nn.Module:

@@ -21,9 +21,13 @@ def normalize(x: torch.Tensor, dim: int | tuple[int, ...] | None = None, eps: fl
     """Scale ``x`` to unit RMS over ``dim`` (all but the first by default): ``x / (eps + |x| / sqrt(n))``."""
     if dim is None:
         dim = tuple(range(1, x.ndim))
+    return x / _norm_denominator(x, dim, eps).to(x.dtype)
+
+
+def _norm_denominator(x: torch.Tensor, dim: int | tuple[int, ...], eps: float) -> torch.Tensor:
+    """``eps + |x| / sqrt(n)`` over ``dim`` (kept), in float32: what :func:`normalize` divides by."""
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
-    norm = torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))
-    return x / norm.to(x.dtype)
+    return torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))
 
 
 def pixel_norm(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -45,7 +49,11 @@ def mp_cat(a: torch.Tensor, b: torch.Tensor, dim: int = 1, t: float = 0.5) -> to
     """Concatenate with the parts weighted by their channel counts and the balance ``t``."""
     na, nb = a.shape[dim], b.shape[dim]
     c = math.sqrt((na + nb) / ((1 - t) ** 2 + t ** 2))
-    return torch.cat([a * (c * (1 - t) / math.sqrt(na)), b * (c * t / math.sqrt(nb))], dim=dim)
+    # One concatenation, then one product with the per-channel weights (two passes, not three).
+    scale = torch.cat([torch.full((na,), c * (1 - t) / math.sqrt(na), dtype=a.dtype, device=a.device),
+                       torch.full((nb,), c * t / math.sqrt(nb), dtype=a.dtype, device=a.device)])
+    out = torch.cat([a, b], dim=dim)
+    return out * scale.view([-1] + [1] * (out.ndim - 1 - dim % out.ndim))
 
 
 class MPFourier(nn.Module):
@@ -73,20 +81,36 @@ class MPConv(nn.Module):
         self._normed = -1  # the weight's version counter after its last forced normalisation
 
     def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
+        # x: [B, in_channels] (linear) or [B, in_channels, H, W] (any memory layout)
         w = self.weight.to(torch.float32)
-        # forced weight normalisation (EDM2 eq. 14), once per change of the weight: forward
-        # passes between two optimiser steps (accumulation rounds) see the same weights
+        dims = tuple(range(1, w.ndim))
+        # forced weight normalisation (EDM2 eq. 14), in place, once per change of the weight:
+        # forward passes between two optimiser steps (accumulation rounds) see the same weights
         if self.training and not torch.is_inference_mode_enabled() and self.weight._version != self._normed:
             with torch.no_grad():
-                self.weight.copy_(normalize(w))
+                if w is self.weight:
+                    self.weight.div_(_norm_denominator(w, dims, 1e-4))
+                else:
+                    self.weight.copy_(normalize(w, dims))
+                    w = self.weight.to(torch.float32)
             self._normed = self.weight._version
-        w = normalize(w)  # normalised again on use, so gradients see the projection
-        w = w * (gain / math.sqrt(w[0].numel()))  # magnitude-preserving fan-in scaling
+        # Normalised again on use, so gradients see the projection, and scaled for magnitude
+        # preservation by gain / sqrt(fan_in): both folded into one factor per output channel.
+        factor = (gain / math.sqrt(w[0].numel())) / _norm_denominator(w, dims, 1e-4)
+        if w.ndim == 4 and w.shape[-1] > 1 and _channels_last(x) and not torch.is_grad_enabled():
+            # Written channels-last as it is computed: the convolution would copy it otherwise.
+            w = torch.mul(w, factor, out=torch.empty_like(w, memory_format=torch.channels_last))
+        else:
+            w = w * factor
         w = w.to(x.dtype)
         if w.ndim == 2:
             return x @ w.t()
         assert w.ndim == 4, "MPConv supports linear and 2-D kernels"
         return F.conv2d(x, w, padding=w.shape[-1] // 2)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def resample(x: torch.Tensor, mode: str = "keep") -> torch.Tensor:

@@ -64,6 +64,14 @@ class NonFiniteError(VidgenError):
     """Training diverged: too many non-finite losses in a row."""
 
 
+def compile_networks(nets: dict[str, nn.Module]) -> None:
+    """``engine.compile``: each network's own calls go through torch.compile (``Module.compile``,
+    in place, so the recipe's references, parameter names and checkpoints stay as they are).
+    The first steps pay the compilation; methods other than ``forward`` run as written."""
+    for net in nets.values():
+        net.compile()
+
+
 def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -104,6 +112,8 @@ class Trainer:
         for mod in self.extra.values():
             broadcast_module(mod, info)
         self.statistics = GroupStatistics({**self.nets, **{f"recipe.{k}": m for k, m in self.extra.items()}})
+        if e.compile:  # after the EMA copies are made: only the trained networks' calls are compiled
+            compile_networks(self.nets)
         self.step, self.nimg = 0, 0
         self.nonfinite_run: dict[str, int] = {}  # phase -> non-finite losses in a row
         self.nonfinite_losses, self.nonfinite_grads = 0, 0

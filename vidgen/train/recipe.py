@@ -221,6 +221,7 @@ class EngineConfig:
     sample_every: NonNegativeInt = 0  # steps between sample media (0: off)
     max_nonfinite: PositiveInt = 10  # consecutive non-finite losses before training stops
     consistency_every: NonNegativeInt = 100  # steps between checks that all ranks hold the same weights (0: off)
+    compile: bool = False  # torch.compile the trained networks (in place; docs/TRAINING.md, engine.compile)
 
     def check(self) -> None:
         if self.batch % self.accum:
