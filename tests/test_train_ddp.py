@@ -29,6 +29,8 @@ def _train(out: Path, nproc: int) -> dict:
     args += [a for s in SETS for a in ("--set", s)]
     if nproc > 1:
         args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + args
+    reports_dir = tmp_path / "reports"
+    reports_dir.mkdir()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable] + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -63,11 +65,14 @@ TEARDOWN = r"""
 import json, os, sys, threading
 from vidgen.cli import main
 from vidgen.train.dist import backend_threads
-out, data, sets = sys.argv[1], sys.argv[2], sys.argv[3:]
+out, reports, data, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+rank = os.environ["RANK"]  # read before main, which may change the environment
 code = main(["train", "toygan", "--out", out, "--data", data] + [a for s in sets for a in ("--set", s)])
 threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-print("REPORT " + json.dumps({"rank": int(os.environ["RANK"]), "code": code, "backend": backend_threads(),
-                              "threads": threads}), flush=True)
+report = os.path.join(reports, "rank%s.json" % rank)
+with open(report + ".tmp", "w") as f:  # a file per rank: two ranks' stdout lines can interleave
+    json.dump({"rank": int(rank), "code": code, "backend": backend_threads(), "threads": threads}, f)
+os.replace(report + ".tmp", report)
 """
 
 
@@ -79,12 +84,14 @@ def test_process_group_and_threads_end_with_training(tmp_path, outcome):
     data = "synthetic" if outcome == "success" else str(tmp_path / "missing")  # fails after the optimisers exist
     script = tmp_path / "teardown.py"
     script.write_text(TEARDOWN)
+    reports_dir = tmp_path / "reports"  # a file per rank: two ranks' stdout lines can interleave
+    reports_dir.mkdir()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), str(tmp_path / "runs"), data] + sets,
+                           str(script), str(tmp_path / "runs"), str(reports_dir), data] + sets,
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    reports = [json.loads(line.split("REPORT ", 1)[1]) for line in done.stdout.splitlines() if "REPORT " in line]
     assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("rank*.json"))]
     assert sorted(r["rank"] for r in reports) == [0, 1], done.stdout[-3000:]
     for r in reports:
         assert r["code"] == (0 if outcome == "success" else 2), r
