@@ -29,8 +29,6 @@ def _train(out: Path, nproc: int) -> dict:
     args += [a for s in SETS for a in ("--set", s)]
     if nproc > 1:
         args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + args
-    reports_dir = tmp_path / "reports"
-    reports_dir.mkdir()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable] + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
