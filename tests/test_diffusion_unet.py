@@ -143,3 +143,16 @@ def test_channels_last_activations_keep_the_function_and_the_output_layout():
     assert y.is_contiguous() and y.shape == x.shape
     assert y.std(dim=0).mean() > 0.05  # the samples differ: the comparison is not degenerate
     assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_mpconv_1x1_on_channels_last_is_the_convolution():
+    # 1x1 MPConvs of channels-last activations run as one matrix product over the pixels.
+    torch.manual_seed(0)
+    conv = MPConv(24, 40, (1, 1))
+    x = torch.randn(3, 24, 5, 7)
+    y_cl = conv(x.contiguous(memory_format=torch.channels_last))
+    y = conv(x)
+    assert y_cl.is_contiguous(memory_format=torch.channels_last) and y.std() > 0.5
+    torch.testing.assert_close(y_cl, y, rtol=1e-5, atol=1e-5)
+    y_cl.square().sum().backward()  # and it trains
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from vidgen.nn.filters import upfirdn2d
 from timelapse.model import (Conv, Discriminator, Generator, ModelConfig, TimeStyle, fir_upconv, minibatch_std,
-                             modulated_upconv2d, summary, upsample2x)
+                             modulated_upconv2d, per_sample_modconv, summary, upsample2x)
 from timelapse.time import TimeAxis
 
 AXIS = TimeAxis(start=1.6e9 - (1.6e9 % 86400), num_days=1096)  # three years: trend, year, day
@@ -162,3 +162,22 @@ def test_inference_path_computes_the_training_path():
     with torch.no_grad():
         G.requires_grad_(False)
         assert torch.equal(G(z, t, noise=noise), fast)  # frozen weights with grad mode on: the same path
+
+
+@pytest.mark.parametrize("cin,up", [(8, False), (8, True), (264, False), (264, True)])
+def test_fused_modconv_both_forms_match_the_shared_form(cin, up):
+    # per_sample_modconv runs a grouped convolution for few channels and one convolution per
+    # sample for many; both equal the shared-weight form, and no sample depends on its batch.
+    g = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(3, cin, 5, 5, generator=g), torch.randn(6, cin, 3, 3, generator=g)
+    styles, out_scale = torch.rand(3, cin, generator=g) + 0.5, torch.rand(3, 6, generator=g) + 0.5
+    bias = None if up else torch.randn(6, generator=g)
+    fused = per_sample_modconv(x, weight, styles, out_scale, bias, up=up)
+    xs = x * styles[:, :, None, None]
+    shared = fir_upconv(xs, weight) * 16 if up else F.conv2d(xs, weight, padding=1)
+    shared = shared * out_scale[:, :, None, None] + (0 if bias is None else bias[:, None, None])
+    assert fused.shape == shared.shape == (3, 6, 10 if up else 5, 10 if up else 5)
+    assert fused.std(dim=0).mean() > 0.1  # samples differ
+    torch.testing.assert_close(fused, shared, rtol=1e-5, atol=1e-5 * shared.abs().max().item())
+    alone = per_sample_modconv(x[1:2], weight, styles[1:2], out_scale[1:2], bias, up=up)
+    torch.testing.assert_close(alone, fused[1:2], rtol=1e-6, atol=1e-6 * fused.abs().max().item())

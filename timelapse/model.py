@@ -109,28 +109,41 @@ def demodulation(weight: torch.Tensor, styles: torch.Tensor, eps: float = 1e-8) 
 
 def per_sample_modconv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, out_scale: torch.Tensor | None,
                     bias: torch.Tensor | None = None, up: bool = False) -> torch.Tensor:
-    """The modulated conv with a weight per sample (StyleGAN2's "fused" form, one convolution
-    per sample): W[o, i] s[b, i] out_scale[b, o], so neither the input nor the output is
-    scaled in a pass of its own. The inference path (no gradients): equal to the shared-weight
+    """The modulated conv with a weight per sample (StyleGAN2's "fused" form):
+    W[o, i] s[b, i] out_scale[b, o], so neither the input nor the output is scaled in a pass
+    of its own. The inference path (no gradients): equal to the shared-weight
     form up to float32 rounding, and faster on the CPU.
 
     x: [B, I, H, W]; weight: [O, I, k, k]; styles: [B, I]; out_scale: [B, O] or None; bias: [O].
     ``up``: the x2 upsampling conv of :func:`fir_upconv` (transposed conv, then the filter;
     ``bias`` is then left to the caller). Returns [B, O, H', W']."""
     B, I, H, W = x.shape
-    k = weight.shape[-1]
-    w = weight.to(x.dtype)[None] * styles.to(x.dtype)[:, None, :, None, None]  # [B, O, I, k, k]
+    O, k = weight.shape[0], weight.shape[-1]
+    scale = styles.to(x.dtype)[:, None, :]  # [B, 1, I]
     if out_scale is not None:
-        w = w * out_scale.to(x.dtype)[:, :, None, None, None]
-    # One convolution per sample, each of the same shape: a sample's output does not depend on
-    # which other samples share its batch (a grouped convolution over the batch would).
+        scale = scale * out_scale.to(x.dtype)[:, :, None]  # [B, O, I]: one pass over the weights below
+    w = weight.to(x.dtype)[None] * scale[..., None, None]  # [B, O, I, k, k]
+    # One grouped convolution (a group per sample) where the channels are few and the images
+    # large; else one convolution per sample, concatenated: on the CPU the grouped kernel is
+    # slower with many channels, the concatenation costs a pass over large outputs. The two
+    # give the same bits, and a sample's output never depends on the rest of its batch.
+    grouped = I <= 256
     if up:
-        y = torch.cat([F.conv_transpose2d(x[i:i + 1], w[i].transpose(0, 1), stride=2) for i in range(B)])
+        if grouped:
+            y = F.conv_transpose2d(x.reshape(1, B * I, H, W), w.transpose(1, 2).reshape(B * I, O, k, k), stride=2,
+                                   groups=B)
+            y = y.view(B, O, *y.shape[-2:])
+        else:
+            y = torch.cat([F.conv_transpose2d(x[i:i + 1], w[i].transpose(0, 1), stride=2) for i in range(B)])
         p = 1 - (k - 3) // 2
         for d in (2, 3):  # one axis at a time, so each intermediate is freed before the next
             y = binomial4_sum(y, (d,), (p,))
         return y
     b = None if bias is None else bias.to(x.dtype)
+    if grouped:
+        y = F.conv2d(x.reshape(1, B * I, H, W), w.view(B * O, I, k, k), None if b is None else b.repeat(B),
+                     padding=k // 2, groups=B)
+        return y.view(B, O, *y.shape[-2:])
     return torch.cat([F.conv2d(x[i:i + 1], w[i], b, padding=k // 2) for i in range(B)])
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from vidgen.nn import is_channels_last
+
 
 def kaiser_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> np.ndarray:
     """Kaiser-window low-pass FIR (as ``scipy.signal.firwin``), float64, unit DC gain."""
@@ -120,10 +122,30 @@ def downsample_same(x: torch.Tensor, dim: int, f=None, down: int = 2) -> torch.T
     return upfirdn1d(x, f, down=down, padding=((K - down + 1) // 2, (K - down) // 2), dim=dim)
 
 
+def _zero_padded(x: torch.Tensor, d: int, before: int, after: int, step: int = 1) -> torch.Tensor:
+    """``x`` along ``d`` with ``step - 1`` zeros between samples and ``before`` / ``after`` zeros
+    at the ends, in a new tensor of x's memory layout. Only the zeros are written besides x
+    (with step 1): F.pad fills the whole output first, then copies x over it."""
+    L = x.shape[d]
+    shape = list(x.shape)
+    shape[d] = before + (L - 1) * step + 1 + after
+    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    if step > 1:
+        out.zero_()
+    else:
+        out.narrow(d, 0, before).zero_()
+        out.narrow(d, before + L, after).zero_()
+    idx = [slice(None)] * x.ndim
+    idx[d] = slice(before, before + (L - 1) * step + 1, step)
+    out[tuple(idx)] = x
+    return out
+
+
 def _binomial4_axis(x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
     """One axis of :func:`binomial4_sum`, on plain tensors (no autograd bookkeeping)."""
     if p:
-        x = F.pad(x, [0, 0] * (x.ndim - d - 1) + [p, p])
+        x = _zero_padded(x, d, p, p)
     n = (x.shape[d] - 4) // down + 1
     assert n > 0, f"length {x.shape[d]} along dim {d} is shorter than the 4-tap filter"
     span = (n - 1) * down + 1
@@ -151,16 +173,10 @@ class _Binomial4(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
         d, p, down, length = ctx.meta
-        if down > 1:  # gradient at every input position of the padded signal: zeros in between
-            shape = list(gy.shape)
-            shape[d] = (gy.shape[d] - 1) * down + 1
-            g = gy.new_zeros(shape)
-            idx = [slice(None)] * gy.ndim
-            idx[d] = slice(None, None, down)
-            g[tuple(idx)] = gy
-            gy = g
-        right = length + p - gy.shape[d]
-        gy = F.pad(gy, [0, 0] * (gy.ndim - d - 1) + [3 - p, right])
+        # The gradient at every position of the padded input (zeros between decimated
+        # outputs), padded by 3 - p in front and up to the input's length behind.
+        right = length + p - ((gy.shape[d] - 1) * down + 1)
+        gy = _zero_padded(gy, d, 3 - p, right, step=down)
         return _binomial4_axis(gy, d, 0, 1), None, None, None
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidgen.nn import is_channels_last
+
 SILU_GAIN = 0.596  # E[silu(x)^2]^(1/2) for x ~ N(0, 1)
 
 
@@ -97,7 +99,7 @@ class MPConv(nn.Module):
         # Normalised again on use, so gradients see the projection, and scaled for magnitude
         # preservation by gain / sqrt(fan_in): both folded into one factor per output channel.
         factor = (gain / math.sqrt(w[0].numel())) / _norm_denominator(w, dims, 1e-4)
-        if w.ndim == 4 and w.shape[-1] > 1 and _channels_last(x) and not torch.is_grad_enabled():
+        if w.ndim == 4 and w.shape[-1] > 1 and is_channels_last(x) and not torch.is_grad_enabled():
             # Written channels-last as it is computed: the convolution would copy it otherwise.
             w = torch.mul(w, factor, out=torch.empty_like(w, memory_format=torch.channels_last))
         else:
@@ -106,11 +108,12 @@ class MPConv(nn.Module):
         if w.ndim == 2:
             return x @ w.t()
         assert w.ndim == 4, "MPConv supports linear and 2-D kernels"
+        if w.shape[-2:] == (1, 1) and is_channels_last(x):
+            # A 1x1 convolution of channels-last activations is one matrix product over the
+            # pixels ([B*H*W, in] @ [in, out]); the CPU's convolution takes a slow path for it.
+            y = x.permute(0, 2, 3, 1) @ w.flatten(1).t()  # [B, H, W, out], contiguous
+            return y.permute(0, 3, 1, 2)
         return F.conv2d(x, w, padding=w.shape[-1] // 2)
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def resample(x: torch.Tensor, mode: str = "keep") -> torch.Tensor:
