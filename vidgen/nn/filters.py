@@ -122,41 +122,50 @@ def downsample_same(x: torch.Tensor, dim: int, f=None, down: int = 2) -> torch.T
     return upfirdn1d(x, f, down=down, padding=((K - down + 1) // 2, (K - down) // 2), dim=dim)
 
 
-def _zero_padded(x: torch.Tensor, d: int, before: int, after: int, step: int = 1) -> torch.Tensor:
+def _zero_inserted(x: torch.Tensor, d: int, before: int, after: int, step: int) -> torch.Tensor:
     """``x`` along ``d`` with ``step - 1`` zeros between samples and ``before`` / ``after`` zeros
-    at the ends, in a new tensor of x's memory layout. Only the zeros are written besides x
-    (with step 1): F.pad fills the whole output first, then copies x over it."""
-    L = x.shape[d]
+    at the ends, in a new tensor of x's memory layout."""
     shape = list(x.shape)
-    shape[d] = before + (L - 1) * step + 1 + after
+    shape[d] = before + (x.shape[d] - 1) * step + 1 + after
     fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
-    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-    if step > 1:
-        out.zero_()
-    else:
-        out.narrow(d, 0, before).zero_()
-        out.narrow(d, before + L, after).zero_()
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt).zero_()
     idx = [slice(None)] * x.ndim
-    idx[d] = slice(before, before + (L - 1) * step + 1, step)
+    idx[d] = slice(before, before + (x.shape[d] - 1) * step + 1, step)
     out[tuple(idx)] = x
     return out
 
 
 def _binomial4_axis(x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
-    """One axis of :func:`binomial4_sum`, on plain tensors (no autograd bookkeeping)."""
-    if p:
-        x = _zero_padded(x, d, p, p)
-    n = (x.shape[d] - 4) // down + 1
-    assert n > 0, f"length {x.shape[d]} along dim {d} is shorter than the 4-tap filter"
-    span = (n - 1) * down + 1
+    """One axis of :func:`binomial4_sum`, on plain tensors (no autograd bookkeeping). The zero
+    padding is never materialised: the outputs whose four taps all lie inside x are sums of
+    shifted views written into one new tensor, and the few at the ends sum their valid taps."""
+    L = x.shape[d]
+    n = (L + 2 * p - 4) // down + 1
+    assert n > 0, f"length {L} (+ {p} zeros a side) along dim {d} is shorter than the 4-tap filter"
+    shape = list(x.shape)
+    shape[d] = n
+    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    j0, j1 = -(-p // down), min(n, (L - 4 + p) // down + 1)  # outputs with every tap inside x
+    if j1 > j0:
+        m = j1 - j0
 
-    def tap(k: int) -> torch.Tensor:
-        idx = [slice(None)] * x.ndim
-        idx[d] = slice(k, k + span, down)
-        return x[tuple(idx)]
+        def tap(k: int) -> torch.Tensor:
+            idx = [slice(None)] * x.ndim
+            first = j0 * down - p + k
+            idx[d] = slice(first, first + (m - 1) * down + 1, down)
+            return x[tuple(idx)]
 
-    y = torch.add(tap(0), tap(1), alpha=3)  # one new tensor, then in place
-    return y.add_(tap(2), alpha=3).add_(tap(3))
+        body = out.narrow(d, j0, m)
+        torch.add(tap(0), tap(1), alpha=3, out=body)
+        body.add_(tap(2), alpha=3).add_(tap(3))
+    for j in [*range(0, min(j0, n)), *range(max(j1, j0), n)]:
+        o = out.narrow(d, j, 1).zero_()
+        for k, c in enumerate((1, 3, 3, 1)):
+            i = j * down - p + k
+            if 0 <= i < L:
+                o.add_(x.narrow(d, i, 1), alpha=c)
+    return out
 
 
 class _Binomial4(torch.autograd.Function):
@@ -173,10 +182,12 @@ class _Binomial4(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
         d, p, down, length = ctx.meta
+        if down == 1:  # the same filter over the output gradient, padded by 3 - p a side
+            return _binomial4_axis(gy, d, 3 - p, 1), None, None, None
         # The gradient at every position of the padded input (zeros between decimated
         # outputs), padded by 3 - p in front and up to the input's length behind.
         right = length + p - ((gy.shape[d] - 1) * down + 1)
-        gy = _zero_padded(gy, d, 3 - p, right, step=down)
+        gy = _zero_inserted(gy, d, 3 - p, right, down)
         return _binomial4_axis(gy, d, 0, 1), None, None, None
 
 
