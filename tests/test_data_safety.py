@@ -5,7 +5,6 @@ runs; I/O errors say what was kept; workers die with their parent."""
 
 import errno
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -16,9 +15,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import child_pids
 
 from vidgen.cli import main
-from vidgen.data.prepare import PrepareConfig, load_manifest, open_prepared, prepare
+from vidgen.data.prepare import PrepareConfig, load_manifest, prepare
 from vidgen.data.synthetic import make_drive
 from vidgen.errors import DataError
 from vidgen.lockfile import PathLock, lock_path
@@ -270,18 +270,6 @@ def test_io_errors_name_the_path_and_what_was_kept(tmp_path, videos, monkeypatch
     assert not (tmp_path / "new").exists()
 
 
-def _children(pid: int) -> set[int]:
-    kids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.add(int(stat.parent.name))
-    return kids
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -302,13 +290,13 @@ def test_workers_die_with_their_parent(tmp_path, videos):
     workers: set[int] = set()
     deadline = time.time() + 60
     while time.time() < deadline and parent.poll() is None:
-        workers = {k for k in _children(parent.pid)
+        workers = {k for k in child_pids(parent.pid)
                    if "spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")}
         if len(workers) == 2:
             break
         time.sleep(0.05)
     assert len(workers) == 2, "the workers did not start"
-    family = workers | _children(parent.pid)
+    family = workers | set(child_pids(parent.pid))
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.time() + 10

@@ -1,7 +1,6 @@
 """FrameSource over the real clips in ../shared/data and over files the tests make."""
 
 import zipfile
-from pathlib import Path
 
 import av
 import numpy as np

@@ -2,7 +2,6 @@
 (item 7): frame i of the video is captured at start + i * interval, the start given or read
 from the container's creation_time."""
 
-import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 

@@ -18,7 +18,6 @@ from vidgen import registry
 from vidgen.config import config_from_dict, load_config
 from vidgen.errors import VidgenError
 from vidgen.train import checkpoint as ckpt
-from vidgen.train import published
 from vidgen.train.dist import DistInfo
 from vidgen.train.engine import Run
 from vidgen.train.published import ImportedRun, UnsupportedCheckpoint, load_and_convert, write_run

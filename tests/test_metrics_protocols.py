@@ -7,7 +7,6 @@ import torch
 from vidgen.errors import VidgenError
 from vidgen.metrics import image, video
 from vidgen.metrics.detectors import Detector, RandomDetector
-from vidgen.metrics.frechet import FeatureStats
 from vidgen.metrics.inputs import ArrayVideo, FakeVideos, RealVideos
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vidgen.nn.filters import upfirdn2d
-from vidgen.nn.text import ClipArch, TextEncoderConfig
+from vidgen.nn.text import TextEncoderConfig
 from vidgen.optional import available
 from vidgen.stylegan_t.config import StyleGANTConfig, build_discriminator, build_generator
 from vidgen.stylegan_t.discriminator import BatchNormLocal, DinoConfig, DiscriminatorConfig, SpectralConv1d

@@ -58,7 +58,7 @@ def test_timestamps_to_conditioning(ref, nets):
 
 def test_generator_images(ref, nets):
     _, _, io = ref
-    G, axis = nets[0]["G_ema"], nets[1]
+    G = nets[0]["G_ema"]
     t = io["t_label"][:, 0]
     z = io["z"]
     assert rel(G.map(z), io["ws"]) <= TOL

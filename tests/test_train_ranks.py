@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_pids
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -174,19 +175,6 @@ def _status(pid: int) -> str:
         return "zombie"
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through Linux /proc")
 def test_two_ranks_killed_and_resumed_are_bitwise_exact(tmp_path):
@@ -204,7 +192,7 @@ def test_two_ranks_killed_and_resumed_are_bitwise_exact(tmp_path):
     while _newest_step(out) < 4 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read()[-2000:]
-    ranks = _children(proc.pid)  # torchrun starts its ranks in sessions of their own
+    ranks = child_pids(proc.pid)  # torchrun starts its ranks in sessions of their own
     assert len(ranks) == 2, ranks
     for pid in ranks + [proc.pid]:  # both ranks, then torchrun: a machine that went down
         os.kill(pid, signal.SIGKILL)
