@@ -15,6 +15,8 @@ def test_binomial4_sum_values_and_gradients(pad, down):
     assert y.shape == ref.shape == (2, 3, (11 + 2 * pad - 4) // down + 1, 4)
     torch.testing.assert_close(y, ref)
     assert torch.autograd.gradcheck(lambda t: binomial4_sum(t, (2,), (pad,), down=down), (x,))
+    # R1 and path-length penalties differentiate the backward again
+    assert torch.autograd.gradgradcheck(lambda t: binomial4_sum(t, (2,), (pad,), down=down), (x,))
 
 
 def test_binomial4_sum_several_axes_channels_last():

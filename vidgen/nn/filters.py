@@ -142,6 +142,8 @@ def _binomial4_axis(x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
     L = x.shape[d]
     n = (L + 2 * p - 4) // down + 1
     assert n > 0, f"length {L} (+ {p} zeros a side) along dim {d} is shorter than the 4-tap filter"
+    if torch.is_grad_enabled() and x.requires_grad:  # a backward that is itself differentiated
+        return _binomial4_padded(x, d, p, down, n)
     shape = list(x.shape)
     shape[d] = n
     fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
@@ -166,6 +168,19 @@ def _binomial4_axis(x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
             if 0 <= i < L:
                 o.add_(x.narrow(d, i, 1), alpha=c)
     return out
+
+
+def _binomial4_padded(x: torch.Tensor, d: int, p: int, down: int, n: int) -> torch.Tensor:
+    """:func:`_binomial4_axis` from differentiable operations (a padded copy, then four taps)."""
+    x = F.pad(x, [0, 0] * (x.ndim - d - 1) + [p, p])
+    span = (n - 1) * down + 1
+
+    def tap(k: int) -> torch.Tensor:
+        idx = [slice(None)] * x.ndim
+        idx[d] = slice(k, k + span, down)
+        return x[tuple(idx)]
+
+    return tap(0) + 3 * tap(1) + 3 * tap(2) + tap(3)
 
 
 class _Binomial4(torch.autograd.Function):
