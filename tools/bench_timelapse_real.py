@@ -14,7 +14,9 @@ then measures the EMA generator against the real frames:
   stabilised render (one weather, the time of day held at midday, the trend at that date);
   Pearson correlation over days x pixels, averaged over 4 weathers. Goal: >= 0.5. Beside it,
   trend_corr_day_to_day: the same between consecutive days' differences (noisier: a real
-  day's median still carries that day's weather and parked machines).
+  day's median still carries that day's weather and parked machines), and
+  trend_corr_linear_fit: the same for each pixel's least-squares line over the days instead
+  of the render (what a trend linear in time reaches; no render enters it).
 - fid: Frechet distance in the feature space of the built-in tiny detector (a fixed random
   network, ``random64``: it compares this run's images only) between the real frames and
   generated frames at the same capture times (equal-time FID); beside it the same with times
@@ -177,6 +179,12 @@ def main() -> int:
         trend_weathers.append(pearson(stab - stab.mean(0), d_real))
         trend_steps.append(pearson(np.diff(stab, axis=0), np.diff(med, axis=0)))
     trend_corr = float(np.mean(trend_weathers))
+    # What a trend can reach at best: each pixel's least-squares line over the days (each day's
+    # median also carries that day's weather, which no trend follows).
+    days_c = np.asarray(day_list, np.float64) - np.mean(day_list)
+    flat = d_real.reshape(len(day_list), -1)
+    line = days_c[:, None] * ((days_c[:, None] * flat).sum(0) / (days_c ** 2).sum())[None]
+    trend_ceiling = pearson(line, flat)
     first_stab = rr.render_all(G, rr.plan_stabilize(G, instants, seed=0, hour=midday))
 
     # Realism: equal-time FID with the built-in tiny detector, and two reference points.
@@ -207,6 +215,7 @@ def main() -> int:
         "day_cycle_generated": [round(float(v), 2) for v in curve_fake],
         "trend_corr": round(trend_corr, 4), "trend_corr_weathers": [round(c, 4) for c in trend_weathers],
         "trend_corr_day_to_day": round(float(np.mean(trend_steps)), 4),
+        "trend_corr_linear_fit": round(trend_ceiling, 4),
         "midday_utc": midday, "trend_days": len(day_list),
         "fid_random64": {k: round(v, 4) for k, v in fids.items()}, "fid_detector": det.name,
         "fid_detector_sha256": det.sha256, "bars": BARS,
