@@ -63,7 +63,7 @@ DATA = ROOT.parent / "shared" / "data" / "timelapse" / "vegas_webcam"
 # 19 days have no yearly term for the trend to collide with, so the trend enters c at full
 # scale (tiny.yaml keeps the paper's 0.01 for its 400-day sample); D sees the capture date
 # within 0.02 of the sequence (0.4 day) instead of 0.2 (4 days). Trend correlation -0.21
-# without them, 0.47-0.49 with them (docs/TIMELAPSE.md).
+# without them, 0.47-0.49 over four seeds with them (docs/TIMELAPSE.md).
 OVERRIDES: list[str] = ["time.lin_scale=1", "time.d_noise_trend=0.02"]
 BARS = {"day_cycle_corr": ">= 0.9", "trend_corr": ">= 0.5 (goal)"}
 
