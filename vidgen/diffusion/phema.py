@@ -1,14 +1,6 @@
 """Post-hoc EMA reconstruction for diffusion runs (EDM2, docs/METHODS.md section 4); the
 family-neutral part (profiles, least squares, :func:`reconstruct`) is vidgen/train/phema.py,
-re-exported here.
-
-A power-function EMA with exponent gamma, read at step t, averages the weights theta_tau with
-the profile ``p_{t,gamma}(tau) = (gamma + 1) tau^gamma / t^(gamma + 1)`` on [0, t] (the
-engine's discrete update ``beta_t = (1 - 1/t)^(gamma + 1)`` gives step tau exactly the
-integral of p over [tau - 1, tau]). Profiles are linear in the weights, so any target profile
-that is a linear combination of the snapshots' profiles gives the matching average as the
-same combination of the snapshots. The combination is the least-squares fit in L2 over tau,
-whose Gram matrix has the closed form of :func:`profile_dot`.
+re-exported here; its docstring gives the profiles and the least-squares combination.
 
 Train-time tracking (the engine's ``EMASpec(kind="power", sigma_rels=(0.05, 0.10),
 snapshot_every=...)``) writes the snapshots; ``vidgen diffusion phema`` reconstructs. It also
@@ -25,13 +17,12 @@ Snapshots are read one at a time: memory holds one snapshot and one sum per targ
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-import re
 
 from vidgen.errors import VidgenError
 from vidgen.fileio import write_safetensors

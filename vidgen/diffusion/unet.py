@@ -174,9 +174,7 @@ class Block(nn.Module):
         if self.num_heads:
             h, w = x.shape[-2:]
             qkv = rearrange(self.attn_qkv(x), "b (n c three) h w -> three b n (h w) c", n=self.num_heads, three=3)
-            # cosine attention: pixel norm of q, k, v. Stored with c innermost: the fused
-            # attention kernel needs a unit stride there (else a 4x slower path on the CPU).
-            q, k, v = normalize(qkv, dim=-1).contiguous().unbind(0)
+            q, k, v = normalize(qkv, dim=-1).unbind(0)  # cosine attention: pixel norm of q, k, v
             y = _heads_to_image(attention(q, k, v), x, h, w)
             x = _mp_add(x, self.attn_proj, y, self.cfg.attn_balance)
         if self.cross_heads and tokens is not None:

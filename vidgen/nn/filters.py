@@ -122,13 +122,18 @@ def downsample_same(x: torch.Tensor, dim: int, f=None, down: int = 2) -> torch.T
     return upfirdn1d(x, f, down=down, padding=((K - down + 1) // 2, (K - down) // 2), dim=dim)
 
 
+def _empty_as(x: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` in x's dtype, device and memory layout."""
+    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
 def _zero_inserted(x: torch.Tensor, d: int, before: int, after: int, step: int) -> torch.Tensor:
     """``x`` along ``d`` with ``step - 1`` zeros between samples and ``before`` / ``after`` zeros
     at the ends, in a new tensor of x's memory layout."""
     shape = list(x.shape)
     shape[d] = before + (x.shape[d] - 1) * step + 1 + after
-    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
-    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt).zero_()
+    out = _empty_as(x, shape).zero_()
     idx = [slice(None)] * x.ndim
     idx[d] = slice(before, before + (x.shape[d] - 1) * step + 1, step)
     out[tuple(idx)] = x
@@ -146,8 +151,7 @@ def _binomial4_axis(x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
         return _binomial4_padded(x, d, p, down, n)
     shape = list(x.shape)
     shape[d] = n
-    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
-    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    out = _empty_as(x, shape)
     j0, j1 = -(-p // down), min(n, (L - 4 + p) // down + 1)  # outputs with every tap inside x
     if j1 > j0:
         m = j1 - j0
