@@ -164,6 +164,32 @@ def test_inference_path_computes_the_training_path():
         assert torch.equal(G(z, t, noise=noise), fast)  # frozen weights with grad mode on: the same path
 
 
+def test_channels_last_training_layout_gives_the_same_gradients():
+    # On the CPU the training path keeps G's activations channels-last; the output and every
+    # parameter gradient equal those of the contiguous layout up to float32 rounding.
+    G = _perturbed(Generator(TINY, AXIS))
+    z, t = torch.randn(3, 16), torch.rand(3)
+    noise = G.make_noise(3, torch.Generator().manual_seed(2))
+    layouts = []
+    hook = G.convs[-1].register_forward_pre_hook(
+        lambda mod, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    runs = {}
+    for cl in (True, False):
+        G.channels_last_train = cl
+        G.zero_grad(set_to_none=True)
+        out = G(z, t, noise=noise)
+        out.square().mean().backward()
+        runs[cl] = (out.detach(), {n: p.grad.clone() for n, p in G.named_parameters() if p.grad is not None})
+    hook.remove()
+    assert layouts == [True, False]
+    assert runs[True][0].std(dim=0).mean() > 0.05
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-5, atol=1e-5)
+    assert runs[True][1].keys() == runs[False][1].keys() and len(runs[True][1]) > 10
+    for name, g in runs[False][1].items():
+        assert g.abs().max() > 0, name
+        torch.testing.assert_close(runs[True][1][name], g, rtol=1e-4, atol=1e-5 * g.abs().max().item(), msg=name)
+
+
 @pytest.mark.parametrize("cin,up", [(8, False), (8, True), (264, False), (264, True)])
 def test_fused_modconv_both_forms_match_the_shared_form(cin, up):
     # per_sample_modconv runs a grouped convolution for few channels and one convolution per

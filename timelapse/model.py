@@ -136,9 +136,7 @@ def per_sample_modconv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tens
         else:
             y = torch.cat([F.conv_transpose2d(x[i:i + 1], w[i].transpose(0, 1), stride=2) for i in range(B)])
         p = 1 - (k - 3) // 2
-        for d in (2, 3):  # one axis at a time, so each intermediate is freed before the next
-            y = binomial4_sum(y, (d,), (p,))
-        return y
+        return binomial4_sum(y, (2, 3), (p, p))
     b = None if bias is None else bias.to(x.dtype)
     if grouped:
         y = F.conv2d(x.reshape(1, B * I, H, W), w.view(B * O, I, k, k), None if b is None else b.repeat(B),
@@ -235,6 +233,12 @@ class Generator(nn.Module):
     """G(z, t) -> image [B, C, R, R] in about [-1, 1]; t in normalised units, shape [B], [B, F]
     (one t per factor) or [B, num_ws, F] (per layer)."""
 
+    # With gradients on the CPU (training, inversion) the activations are kept channels-last:
+    # oneDNN's transposed and plain convolutions, their backward and the depthwise resampling
+    # filter are faster on that layout (about 10% for the G phase of a step at 256). Without
+    # gradients the grouped modulated convolution wants the contiguous layout and keeps it.
+    channels_last_train: bool = True
+
     def __init__(self, cfg: ModelConfig, axis: TimeAxis, out_rect: tuple[int, int, int, int] | None = None):
         super().__init__()
         R = cfg.resolution
@@ -287,6 +291,8 @@ class Generator(nn.Module):
         cs = c if c.ndim == 3 else repeat(c, "b d -> b l d", l=self.num_ws)  # [B, L, c_dim]
         noises = noise if isinstance(noise, (list, tuple)) else [noise] * len(self.convs)
         x = repeat(self.const, "c h w -> b c h w", b=B).to(ws.dtype)
+        if self.channels_last_train and x.device.type == "cpu" and torch.is_grad_enabled():
+            x = x.contiguous(memory_format=torch.channels_last)
         img, li = None, 0
         for bi, res in enumerate(self.res_list):
             for _ in range(1 if res == 4 else 2):
