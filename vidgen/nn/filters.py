@@ -122,6 +122,9 @@ def downsample_same(x: torch.Tensor, dim: int, f=None, down: int = 2) -> torch.T
     return upfirdn1d(x, f, down=down, padding=((K - down + 1) // 2, (K - down) // 2), dim=dim)
 
 
+_BINOMIAL4 = (1.0, 3.0, 3.0, 1.0)  # the taps of binomial4_sum
+
+
 def _empty_as(x: torch.Tensor, shape: list[int]) -> torch.Tensor:
     """An uninitialised tensor of ``shape`` in x's dtype, device and memory layout."""
     fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
@@ -167,7 +170,7 @@ def _binomial4_axis(x: torch.Tensor, d: int, p: int, down: int) -> torch.Tensor:
         body.add_(tap(2), alpha=3).add_(tap(3))
     for j in [*range(0, min(j0, n)), *range(max(j1, j0), n)]:
         o = out.narrow(d, j, 1).zero_()
-        for k, c in enumerate((1, 3, 3, 1)):
+        for k, c in enumerate(_BINOMIAL4):
             i = j * down - p + k
             if 0 <= i < L:
                 o.add_(x.narrow(d, i, 1), alpha=c)
@@ -208,9 +211,6 @@ class _Binomial4(torch.autograd.Function):
         right = length + p - ((gy.shape[d] - 1) * down + 1)
         gy = _zero_inserted(gy, d, 3 - p, right, down)
         return _binomial4_axis(gy, d, 0, 1), None, None, None
-
-
-_BINOMIAL4 = (1.0, 3.0, 3.0, 1.0)
 
 
 def _binomial4_kernel(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
