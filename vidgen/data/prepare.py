@@ -35,8 +35,8 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from vidgen.data.manifest import (FORMAT, MANIFEST, PreparedClip, is_prepared, load_manifest,  # noqa: F401
-                                  open_prepared, parse_resolution, pick_resolution, res_name)
+from vidgen.data.manifest import (FORMAT, MANIFEST, load_manifest, open_prepared, parse_resolution,  # noqa: F401
+                                  res_name)
 from vidgen.data.prepare_clip import OutputError, os_reason, prepare_clip, select_frames  # noqa: F401
 from vidgen.data.sources import IMAGE_EXTS, VIDEO_EXTS, escapes, natural_key
 from vidgen.data.timestamps import parse_interval, parse_start

@@ -26,7 +26,7 @@ import torch
 
 from vidgen.errors import VidgenError
 from vidgen.fileio import write_safetensors
-from vidgen.train.ema import list_snapshots, read_snapshot, sigma_rel_to_gamma  # noqa: F401
+from vidgen.train.ema import sigma_rel_to_gamma
 from vidgen.train.phema import (RECON_FORMAT, Accumulator, _gamma, combine, discrete_profile,  # noqa: F401
                                 normalised_weights, profile_dot, profile_error, reconstruct, solve_weights)
 

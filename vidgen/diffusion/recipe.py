@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from vidgen.data.vae import LatentCodec
-from vidgen.diffusion.config import DiffusionConfig, DiffusionDataConfig, OptimConfig  # noqa: F401  (public here)
+from vidgen.diffusion.config import DiffusionConfig, DiffusionDataConfig
 from vidgen.diffusion.edm import edm_loss
-from vidgen.diffusion.load import load_denoiser, load_weights  # noqa: F401  (public here)
+from vidgen.diffusion.load import load_weights
 from vidgen.diffusion.sample import GuidedDenoiser, SamplerConfig, sample
 from vidgen.diffusion.text import CaptionItems, prompt_tokens, text_encoder
 from vidgen.diffusion.unet import build_denoiser

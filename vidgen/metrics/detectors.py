@@ -256,7 +256,7 @@ def clip_from_config(config: dict, weights: str | Path, sha256: str) -> ClipDete
 def _openai_clip(file: Path) -> nn.Module:
     """The OpenAI CLIP release (a TorchScript archive, read only after its SHA-256 matched),
     rebuilt as an open_clip module from its state dict."""
-    open_clip = require("open_clip", "text", "the clip detector")
+    require("open_clip", "text", "the clip detector")
     from open_clip.model import build_model_from_openai_state_dict
 
     scripted = torch.jit.load(str(file), map_location="cpu")

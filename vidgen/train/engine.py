@@ -54,7 +54,7 @@ from vidgen.train.log import StatsAverager, Timer, TrainLogger, save_samples, tr
 from vidgen.train.resume import check_resume
 from vidgen.train.runplan import plan_run
 from vidgen.train.optim import build_optimizer, check_lazy_regularisation, scheduled_lr  # noqa: F401 (re-exported)
-from vidgen.train.recipe import EMASpec, EngineConfig, OptimizerSpec, Phase, Recipe  # noqa: F401 (re-exported)
+from vidgen.train.recipe import Phase, Recipe
 from vidgen.nn.fp16 import run_in_fp16
 from vidgen.train.precision import LossScaler, plan_precision
 from vidgen.train.sync import GroupStatistics, RankMismatchError, check_consistency, state_tensors

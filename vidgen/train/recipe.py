@@ -27,7 +27,7 @@ per rank and checkpoints it, which is what makes resume bitwise exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal
 
 import torch
@@ -136,7 +136,7 @@ class Recipe:
 
     Subclasses set ``family`` (the name used by ``vidgen train FAMILY``) and
     ``config_class`` (a dataclass whose ``engine`` field is a
-    :class:`vidgen.train.engine.EngineConfig` and whose ``data`` field has at least ``path``).
+    :class:`EngineConfig` and whose ``data`` field has at least ``path``).
     """
 
     family: str = ""
