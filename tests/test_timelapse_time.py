@@ -56,6 +56,28 @@ def test_single_precision_phase_rounds_like_the_reference():
     assert 1e-6 < diff < 2e-3
 
 
+def test_trend_harmonics_extend_c_and_follow_the_trend_time():
+    axis = TimeAxis.from_times([ts(2021, 6, 1), ts(2021, 6, 20)], lin_scale=0.5)  # 19 days: trend and day
+    bent = TimeAxis(axis.start, axis.num_days, axis.lin_scale, trend_harmonics=3)
+    assert bent.c_dim == axis.c_dim + 6 and TimeAxis.from_dict(bent.to_dict()) == bent
+    t = torch.rand(32, dtype=torch.float64)
+    c0, c3 = TimeFeatures(axis)(t), TimeFeatures(bent)(t)
+    assert torch.equal(c3[:, :axis.c_dim], c0)  # the method's c is a prefix, unchanged
+    for k in (1, 2, 3):
+        i = axis.c_dim + 2 * (k - 1)
+        assert torch.allclose(c3[:, i], 0.5 * torch.cos(math.pi * k * t))
+        assert torch.allclose(c3[:, i + 1], 0.5 * torch.sin(math.pi * k * t))
+    assert float(c3[:, axis.c_dim:].std(0).min()) > 0.05  # every harmonic varies over the sequence
+    # the harmonics belong to the trend factor: moving the day alone leaves them where they are
+    tf = torch.stack([t, torch.rand(32, dtype=torch.float64)], dim=1)
+    moved = tf.clone()
+    moved[:, 1] += 0.3
+    feats = TimeFeatures(bent)
+    assert torch.equal(feats(tf)[:, axis.c_dim:], feats(moved)[:, axis.c_dim:])
+    assert not torch.equal(feats(tf)[:, 2:4], feats(moved)[:, 2:4])
+    assert TimeFeatures(bent).axis == bent and TimeFeatures(bent, "float32")(t.float()).shape == (32, bent.c_dim)
+
+
 def test_per_factor_and_per_layer_overrides():
     axis = TimeAxis.from_times([ts(2021, 1, 1), ts(2023, 1, 1)])
     feats = TimeFeatures(axis)

@@ -142,6 +142,25 @@ def test_cli_train_writes_checkpoint_with_recipe_state(frames_dir, tmp_path):
     assert "ada" in json.dumps(c.state["recipe"]) and "time.axis_days" in c.network_state("G_ema")
 
 
+def test_trend_harmonics_train_save_and_render_from_the_checkpoint(frames_dir, tmp_path):
+    from timelapse.cli import main
+    from timelapse.rerender import load_generator
+
+    sets = TINY + ["engine.steps=2", "time.lin_scale=1", "time.trend_harmonics=2"]
+    assert main(["train", "--data", str(frames_dir), "--config", "configs/timelapse/tiny.yaml", "--out",
+                 str(tmp_path), *sum((["--set", s] for s in sets), [])]) == 0
+    (run,) = tmp_path.iterdir()
+    G, info = load_generator(run)  # strict: a c of the wrong width would not load
+    assert info["step"] == 2 and G.axis.trend_harmonics == 2
+    assert G.time.c_dim == G.axis.c_dim == 8  # 1, t, the daily pair, two harmonic pairs
+    assert G.convs[0].style.time.weight.shape[1] == 8
+    z = torch.randn(1, G.cfg.z_dim, generator=torch.Generator().manual_seed(0)).expand(3, -1)
+    img = G(z, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), noise="const")
+    assert float((img[0] - img[2]).abs().max()) > 0  # one weather: only the time moves the frame
+    with pytest.raises(ConfigError, match="trend_harmonics"):
+        load_config(TimelapseConfig, "configs/timelapse/tiny.yaml", ["time.trend_harmonics=-1"])
+
+
 def test_cli_train_bad_input_message(tmp_path, capsys):
     from timelapse.cli import main
 

@@ -19,8 +19,7 @@ import torch
 
 from vidgen.render.writer import to_uint8_frames
 from timelapse.model import Generator
-from timelapse.rerender import seed_noise, seed_z
-from timelapse.time import TimeAxis
+from timelapse.rerender import build_generator, seed_noise, seed_z
 
 CAPTURE_KEY = "recipe/capture_seconds"  # train.safetensors key of the recipe's capture times
 
@@ -78,20 +77,6 @@ class TimelapseSampler:
         img = G(z, t, noise=noise)
         x0, y0, x1, y1 = self.rect
         return to_uint8_frames(img[..., y0:y1, x0:x1].clamp(-1, 1), layout="TCHW")
-
-
-def build_generator(ckpt, device: str | torch.device = "cpu") -> Generator:
-    """G_ema (else G) of a verified timelapse checkpoint, with its stored time axis, eval mode."""
-    from vidgen.config import config_from_dict
-    from vidgen.train.checkpoint import load_state
-    from timelapse.recipe import TimelapseConfig
-
-    cfg = config_from_dict(TimelapseConfig, ckpt.config)
-    name = "G_ema" if "G_ema" in ckpt.network_names else "G"
-    state = ckpt.network_state(name)
-    axis = TimeAxis(float(state["time.axis_start"]), int(state["time.axis_days"]), cfg.time.lin_scale)
-    G = Generator(cfg.model, axis, tuple(int(v) for v in state["out_rect"].tolist()))
-    return load_state(G, ckpt, name).eval().requires_grad_(False).to(device)
 
 
 def open_sampler(ckpt, device: str | torch.device = "cpu") -> TimelapseSampler:

@@ -11,14 +11,14 @@ is applied to everything D sees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from vidgen.config import PositiveFloat
+from vidgen.config import NonNegativeInt, PositiveFloat
 from vidgen.errors import ConfigError
 from vidgen.nn.fp16 import fp16_octave
 from vidgen.train.ada import AdaController, AdaOps, ada_augment
@@ -47,6 +47,9 @@ class TimeConfig:
     start: float = 0.0
     num_days: int = 0
     lin_scale: float = 0.01  # c holds lin_scale * t
+    # K > 0: c also holds lin_scale * (cos pi k t, sin pi k t), k = 1..K, so the trend can bend
+    # over the sequence (not in the method; for footage of days or weeks, docs/TIMELAPSE.md)
+    trend_harmonics: NonNegativeInt = 0
     dequantize: bool = True  # N(0, (0.5 * largest gap)^2) on every real and generated t
     # False: the noise moves the trend and the year only; each frame keeps its exact time of
     # day (for sequences sampled hours apart, where the noise would blur the daily phase)
@@ -105,9 +108,9 @@ def time_axis(tc: TimeConfig, data: TimelapseFrames | None) -> TimeAxis:
     """The run's time axis: the config's when it has one, else the data's, which is then
     written into the config. The data's times are normalised on the run's axis."""
     if tc.num_days > 0:
-        axis = TimeAxis(float(tc.start), int(tc.num_days), tc.lin_scale)
+        axis = TimeAxis(float(tc.start), int(tc.num_days), tc.lin_scale, tc.trend_harmonics)
     elif data is not None:
-        axis = data.axis
+        axis = replace(data.axis, lin_scale=tc.lin_scale, trend_harmonics=tc.trend_harmonics)
         tc.start, tc.num_days = float(axis.start), int(axis.num_days)
     else:
         raise ConfigError("timelapse: no time axis; give --data DIR (or time.start and time.num_days)")

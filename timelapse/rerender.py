@@ -48,24 +48,30 @@ class Plan:
 # --- loading -----------------------------------------------------------------------------------
 def load_generator(path, device: str | torch.device = "cpu", network: str = "G_ema") -> tuple[Generator, dict]:
     """The generator of a timelapse checkpoint (run folder or checkpoint folder), in eval mode."""
-    from vidgen.config import config_from_dict
     from vidgen.train.checkpoint import read_checkpoint
-    from timelapse.recipe import TimelapseConfig
 
     ckpt = read_checkpoint(path)
     if ckpt.family != "timelapse":
         raise ConfigError(f"{ckpt.path} is a {ckpt.family!r} checkpoint; `timelapse render` needs a timelapse one")
+    return build_generator(ckpt, device, network), {"checkpoint": str(ckpt.path), "step": ckpt.step}
+
+
+def build_generator(ckpt, device: str | torch.device = "cpu", network: str = "G_ema") -> Generator:
+    """``network`` (else G) of a verified timelapse checkpoint, with its stored time axis, in eval mode."""
+    from vidgen.config import config_from_dict
+    from timelapse.recipe import TimelapseConfig
+
     cfg = config_from_dict(TimelapseConfig, ckpt.config)
     name = network if network in ckpt.network_names else "G"
     state = ckpt.network_state(name)
     if not {"time.axis_start", "time.axis_days", "out_rect"} <= set(state) or state["out_rect"].numel() != 4:
         raise ConfigError(f"{ckpt.path}: network {name!r} lacks the time axis or output rectangle of a "
                           "timelapse generator")
-    axis = TimeAxis(float(state["time.axis_start"]), int(state["time.axis_days"]), cfg.time.lin_scale)
+    axis = TimeAxis(float(state["time.axis_start"]), int(state["time.axis_days"]), cfg.time.lin_scale,
+                    cfg.time.trend_harmonics)
     G = Generator(cfg.model, axis, tuple(int(v) for v in state["out_rect"].tolist()))
     load_network_state(G, state, str(ckpt.path), name)
-    G = G.eval().requires_grad_(False).to(device)
-    return G, {"checkpoint": str(ckpt.path), "step": ckpt.step}
+    return G.eval().requires_grad_(False).to(device)
 
 
 # --- pieces ------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@
 - Frequencies in cycles per sequence: yearly ``num_days / 365.25``, daily ``num_days``; one is
   used only if it is above 1 (no yearly term for sequences shorter than a year).
 - The conditioning vector is ``c = [1, 0.01 t, cos 2pi f_y t, sin 2pi f_y t, cos 2pi f_d t,
-  sin 2pi f_d t]``. Each *factor* (trend, year, day) can be given its own t, so the trend can
+  sin 2pi f_d t]`` (0.01 is ``lin_scale``). With ``trend_harmonics`` K > 0 (an extension for
+  short footage, not the method) the trend also enters as ``lin_scale * (cos pi k t, sin pi k t)``,
+  k = 1..K, at the end of c. Each *factor* (trend, year, day) can be given its own t, so the trend can
   move while the time of day is held ("per-frequency overrides"); a t of shape
   ``[B, L, F]`` gives every generator layer (w index) its own factor times.
 - Dequantisation: every real and generated t gets ``N(0, (0.5 * largest gap to a
@@ -40,6 +42,9 @@ class TimeAxis:
     start: float  # epoch seconds of 00:00 UTC on the first capture day
     num_days: int  # sequence span in whole days
     lin_scale: float = 0.01  # the trend enters c as lin_scale * t
+    # K > 0: the trend also enters c as lin_scale * (cos pi k t, sin pi k t), k = 1..K (not in
+    # the method: a trend that can bend over the sequence, for short footage; 0 = the method)
+    trend_harmonics: int = 0
 
     @classmethod
     def from_times(cls, seconds, lin_scale: float = 0.01) -> "TimeAxis":
@@ -67,7 +72,7 @@ class TimeAxis:
 
     @property
     def c_dim(self) -> int:
-        return 2 * len(self.factors)
+        return 2 * len(self.factors) + 2 * self.trend_harmonics
 
     def normalize(self, seconds) -> np.ndarray:
         return (np.asarray(seconds, dtype=np.float64) - self.start) / self.span
@@ -80,7 +85,8 @@ class TimeAxis:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TimeAxis":
-        return cls(start=float(d["start"]), num_days=int(d["num_days"]), lin_scale=float(d.get("lin_scale", 0.01)))
+        return cls(start=float(d["start"]), num_days=int(d["num_days"]), lin_scale=float(d.get("lin_scale", 0.01)),
+                   trend_harmonics=int(d.get("trend_harmonics", 0)))
 
 
 # --- c = [1, 0.01 t, cos, sin, ...] ------------------------------------------------------------
@@ -108,13 +114,14 @@ class TimeFeatures(nn.Module):
         self.register_buffer("axis_start", torch.tensor(axis.start, dtype=torch.float64))
         self.register_buffer("axis_days", torch.tensor(float(axis.num_days), dtype=torch.float64))
         self.lin_scale = axis.lin_scale
+        self.trend_harmonics = axis.trend_harmonics
         self.num_factors = len(axis.factors)
-        self.c_dim = 2 * self.num_factors
+        self.c_dim = axis.c_dim
         self.phase = phase
 
     @property
     def axis(self) -> TimeAxis:
-        return TimeAxis(float(self.axis_start), int(self.axis_days), self.lin_scale)
+        return TimeAxis(float(self.axis_start), int(self.axis_days), self.lin_scale, self.trend_harmonics)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         # t: [B], [B, F] or [B, L, F] (normalised times per factor) -> c: [..., 2F]
@@ -124,15 +131,18 @@ class TimeFeatures(nn.Module):
             t32 = t.to(torch.float32)
             two_pi_f = torch.tensor(2 * math.pi, dtype=torch.float32, device=t.device) * self.freqs.float()
             phases = [two_pi_f[i] * t32[..., i + 1] for i in range(self.num_factors - 1)]
-            lin = torch.tensor(self.lin_scale, dtype=torch.float32, device=t.device) * t32[..., 0]
+            trend = t32[..., 0]
         else:
             # float64 for the phase: f_d * t is in the thousands of cycles for long sequences.
             t64 = t.to(torch.float64)
             phases = [2 * math.pi * self.freqs[i] * t64[..., i + 1] for i in range(self.num_factors - 1)]
-            lin = self.lin_scale * t64[..., 0]
-        parts = [torch.ones_like(lin), lin]
+            trend = t64[..., 0]
+        scale = torch.tensor(self.lin_scale, dtype=trend.dtype, device=t.device)
+        parts = [torch.ones_like(trend), scale * trend]
         for phase in phases:
             parts += [torch.cos(phase), torch.sin(phase)]
+        for k in range(1, self.trend_harmonics + 1):
+            parts += [scale * torch.cos(math.pi * k * trend), scale * torch.sin(math.pi * k * trend)]
         return torch.stack(parts, dim=-1).to(dtype)
 
 
