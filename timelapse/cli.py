@@ -229,7 +229,7 @@ def run_invert(args: argparse.Namespace) -> int:
     from timelapse.rerender import load_generator
 
     G, info = load_generator(args.checkpoint, _device(args.device))
-    data = TimelapseFrames(args.data, G.cfg.resolution, args.skip, args.time_pattern, G.axis.lin_scale)
+    data = TimelapseFrames(args.data, G.cfg.resolution, args.skip, args.time_pattern)
     # The model's own time axis, not the dataset's: the same capture time means the same t.
     data.t = G.axis.normalize(data.seconds).astype(np.float32)
     cfg = InvertConfig(steps=args.steps, lr=args.lr, w_plus=args.w_plus, noise=not args.no_noise, seed=args.seed)

@@ -51,9 +51,11 @@ def letterbox(frame: torch.Tensor, res: int) -> torch.Tensor:
 
 
 class TimelapseFrames(torch.utils.data.Dataset):
-    """Items: (frame [3, R, R] in [-1, 1], normalised t, dequantisation sigma), in capture order."""
+    """Items: (frame [3, R, R] in [-1, 1], normalised t, dequantisation sigma), in capture order.
+    ``axis`` is the frames' own span (where t = 0 and t = 1 lie); a run's axis, with its trend
+    features, comes from ``recipe.time_axis``."""
 
-    def __init__(self, root, resolution: int, skip=(), time_pattern: str | None = None, lin_scale: float = 0.01,
+    def __init__(self, root, resolution: int, skip=(), time_pattern: str | None = None,
                  start: str | None = None, interval: str | None = None, align: bool = False):
         # a video time-lapse: frame i at start + i * interval (vidgen.data.datasets)
         self.base = TimedFrameDataset(root, None, time_pattern=time_pattern or None, start=start or None,
@@ -68,7 +70,7 @@ class TimelapseFrames(torch.utils.data.Dataset):
         if len(self.index) < 2:
             raise DataError(f"{root}: fewer than two frames left after --skip; a time-lapse needs at least two")
         self.seconds = self.base.times[self.index]
-        self.axis = TimeAxis.from_times(self.seconds, lin_scale)
+        self.axis = TimeAxis.from_times(self.seconds)
         self.t = self.axis.normalize(self.seconds).astype(np.float32)
         self.sigma = dequant_sigmas(self.t).astype(np.float32)
         self.resolution = resolution

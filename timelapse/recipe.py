@@ -11,7 +11,7 @@ is applied to everything D sees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -107,17 +107,17 @@ def reg_intervals(L: LossConfig, r1_gamma: float) -> dict[str, int]:
 def time_axis(tc: TimeConfig, data: TimelapseFrames | None) -> TimeAxis:
     """The run's time axis: the config's when it has one, else the data's, which is then
     written into the config. The data's times are normalised on the run's axis."""
-    if tc.num_days > 0:
-        axis = TimeAxis(float(tc.start), int(tc.num_days), tc.lin_scale, tc.trend_harmonics)
-    elif data is not None:
-        axis = replace(data.axis, lin_scale=tc.lin_scale, trend_harmonics=tc.trend_harmonics)
-        tc.start, tc.num_days = float(axis.start), int(axis.num_days)
-    else:
-        raise ConfigError("timelapse: no time axis; give --data DIR (or time.start and time.num_days)")
-    if data is not None and data.axis != axis:  # e.g. fine-tuning an imported network on its sequence
+    if tc.num_days <= 0:
+        if data is None:
+            raise ConfigError("timelapse: no time axis; give --data DIR (or time.start and time.num_days)")
+        tc.start, tc.num_days = float(data.axis.start), int(data.axis.num_days)
+    axis = TimeAxis(float(tc.start), int(tc.num_days), tc.lin_scale, tc.trend_harmonics)
+    if data is not None:
+        if (data.axis.start, data.axis.num_days) != (axis.start, axis.num_days):
+            # e.g. fine-tuning an imported network on its sequence
+            data.t = axis.normalize(data.seconds).astype(np.float32)
+            data.sigma = dequant_sigmas(data.t).astype(np.float32)
         data.axis = axis
-        data.t = axis.normalize(data.seconds).astype(np.float32)
-        data.sigma = dequant_sigmas(data.t).astype(np.float32)
     return axis
 
 
@@ -131,8 +131,7 @@ class TimelapseRecipe(Recipe):
         self.data = dataset
         if self.data is None and cfg.data.path:
             self.data = TimelapseFrames(cfg.data.path, cfg.model.resolution, cfg.data.skip, cfg.data.time_pattern,
-                                        cfg.time.lin_scale, start=cfg.data.start, interval=cfg.data.interval,
-                                        align=cfg.data.align)
+                                        start=cfg.data.start, interval=cfg.data.interval, align=cfg.data.align)
         axis = time_axis(cfg.time, self.data)
         rect = self.data.rect if self.data is not None else None
         self.G = Generator(cfg.model, axis, rect).to(device)

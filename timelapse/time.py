@@ -124,7 +124,7 @@ class TimeFeatures(nn.Module):
         return TimeAxis(float(self.axis_start), int(self.axis_days), self.lin_scale, self.trend_harmonics)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        # t: [B], [B, F] or [B, L, F] (normalised times per factor) -> c: [..., 2F]
+        # t: [B], [B, F] or [B, L, F] (normalised times per factor) -> c: [..., c_dim]
         t = factor_times(t, self.num_factors)
         dtype = t.dtype if t.dtype.is_floating_point else torch.float32
         if self.phase == "float32":
