@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidgen.nn import is_channels_last
+from vidgen.nn import winograd
 
 SILU_GAIN = 0.596  # E[silu(x)^2]^(1/2) for x ~ N(0, 1)
 
@@ -99,8 +100,10 @@ class MPConv(nn.Module):
         # Normalised again on use, so gradients see the projection, and scaled for magnitude
         # preservation by gain / sqrt(fan_in): both folded into one factor per output channel.
         factor = (gain / math.sqrt(w[0].numel())) / _norm_denominator(w, dims, 1e-4)
-        if w.ndim == 4 and w.shape[-1] > 1 and is_channels_last(x) and not torch.is_grad_enabled():
-            # Written channels-last as it is computed: the convolution would copy it otherwise.
+        if (w.ndim == 4 and w.shape[-1] > 1 and is_channels_last(x) and not torch.is_grad_enabled()
+                and not winograd.eligible(x, w)):
+            # Written channels-last as it is computed: the convolution would copy it otherwise
+            # (the Winograd path reads it contiguous).
             w = torch.mul(w, factor, out=torch.empty_like(w, memory_format=torch.channels_last))
         else:
             w = w * factor
@@ -113,6 +116,8 @@ class MPConv(nn.Module):
             # pixels ([B*H*W, in] @ [in, out]); the CPU's convolution takes a slow path for it.
             y = x.permute(0, 2, 3, 1) @ w.flatten(1).t()  # [B, H, W, out], contiguous
             return y.permute(0, 3, 1, 2)
+        if w.shape[-2:] == (3, 3):
+            return winograd.conv3x3(x, w)  # Winograd on the CPU where it pays (vidgen/nn/winograd.py)
         return F.conv2d(x, w, padding=w.shape[-1] // 2)
 
 
