@@ -207,3 +207,46 @@ def test_fused_modconv_both_forms_match_the_shared_form(cin, up):
     torch.testing.assert_close(fused, shared, rtol=1e-5, atol=1e-5 * shared.abs().max().item())
     alone = per_sample_modconv(x[1:2], weight, styles[1:2], out_scale[1:2], bias, up=up)
     torch.testing.assert_close(alone, fused[1:2], rtol=1e-6, atol=1e-6 * fused.abs().max().item())
+
+
+def test_winograd_convolutions_compute_the_same_networks(monkeypatch):
+    # With 128 or more output tiles per call the stride-1 3x3 convs run as Winograd's F(4x4, 3x3)
+    # (vidgen/nn/winograd.py): G's inference form with the styles inside the transforms, G's
+    # and D's training convs with a differentiable backward (R1). Same function as the direct
+    # convolutions up to float32 rounding, gradients of an R1 penalty included.
+    from vidgen.nn import winograd
+
+    if winograd.unavailable() is not None:
+        pytest.skip(f"Winograd kernel unavailable here: {winograd.unavailable()}")
+    cfg = ModelConfig(resolution=32, channel_base=512, channel_max=32, z_dim=16, w_dim=16, cond_mlp_layers=2)
+    G, D = _perturbed(Generator(cfg, AXIS)), _perturbed(Discriminator(cfg, AXIS), seed=3)
+    z, t = torch.randn(8, 16), torch.rand(8)
+    noise = G.make_noise(8, torch.Generator().manual_seed(2))
+    real = torch.randn(8, 3, 32, 32)
+    calls = []
+    real_fn = winograd.winograd_conv3x3
+    monkeypatch.setattr(winograd, "winograd_conv3x3", lambda *a, **k: calls.append(a[0].shape) or real_fn(*a, **k))
+
+    def run():
+        with torch.no_grad():
+            fast = G(z, t, noise=noise)
+        img = real.clone().requires_grad_(True)
+        (g_img,) = torch.autograd.grad(D(img, t).sum(), img, create_graph=True)
+        loss = g_img.square().sum() + D(G(z, t, noise=noise), t).mean()
+        G.zero_grad(set_to_none=True), D.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = {n: p.grad.clone() for net in (G, D) for n, p in net.named_parameters() if p.grad is not None}
+        return fast, grads
+
+    fast, grads = run()
+    assert len(calls) >= 6  # G without and with gradients, D forward and its input gradients
+    monkeypatch.setenv("VIDGEN_WINOGRAD", "0")
+    calls.clear()
+    ref_fast, ref_grads = run()
+    assert not calls
+    assert ref_fast.std(dim=0).mean() > 0.05
+    torch.testing.assert_close(fast, ref_fast, rtol=1e-4, atol=1e-4 * ref_fast.abs().max().item())
+    assert grads.keys() == ref_grads.keys() and len(grads) > 20
+    for name, g in ref_grads.items():
+        assert g.abs().max() > 0, name
+        torch.testing.assert_close(grads[name], g, rtol=1e-3, atol=1e-3 * g.abs().max().item(), msg=name)

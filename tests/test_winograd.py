@@ -84,6 +84,23 @@ def test_bias_and_a_gradient_penalty_through_it():
         assert _rel(got, ref) < 5e-4
 
 
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_modulated_form_in_either_layout(layout):
+    """Per-sample input and output factors (a modulated, demodulated convolution) and the bias
+    applied inside the transforms; the output keeps the input's layout."""
+    _need_library()
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 32, 24, 28, generator=g).contiguous(memory_format=layout)
+    k = torch.randn(48, 32, 3, 3, generator=g) / 17
+    s_in, s_out, b = torch.rand(4, 32, generator=g) + 0.5, torch.rand(4, 48, generator=g) + 0.5, torch.randn(48, generator=g)
+    assert W.eligible(x, k, any_layout=True) and W.eligible(x, k) == (layout == CL)
+    y = W.winograd_conv3x3(x, k, b, s_in, s_out)
+    ref = (F.conv2d(x.double() * s_in.double()[:, :, None, None], k.double(), padding=1)
+           * s_out.double()[:, :, None, None] + b.double()[:, None, None])
+    assert y.is_contiguous(memory_format=layout) and ref.std() > 0.5
+    assert _rel(y, ref) < 3e-4
+
+
 def test_only_where_it_pays_else_the_direct_convolution(monkeypatch):
     _need_library()
     x = torch.randn(8, 16, 16, 16).contiguous(memory_format=CL)

@@ -31,6 +31,7 @@ from torch import nn
 
 from vidgen.nn import count_parameters
 from vidgen.nn.filters import binomial4_sum
+from vidgen.nn import winograd
 from vidgen.nn.winograd import conv3x3
 from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, clamp_symmetric,
@@ -184,7 +185,12 @@ class SynthesisLayer(nn.Module):
         noise = self.noise_input(x, noise)
         noise = None if noise is None else noise * (self.noise_strength * g).to(x.dtype)
         if not (torch.is_grad_enabled() and (x.requires_grad or styles.requires_grad or self.weight.requires_grad)):
-            x = per_sample_modconv(x, self.weight, styles, d, None if self.up else bias, self.up)
+            if not self.up and winograd.eligible(x, self.weight, any_layout=True):
+                # Winograd with the styles and the demodulation applied inside its transforms
+                # (vidgen/nn/winograd.py), in x's layout
+                x = winograd.winograd_conv3x3(x, self.weight, bias, styles, d)
+            else:
+                x = per_sample_modconv(x, self.weight, styles, d, None if self.up else bias, self.up)
             if self.up:
                 x.add_(bias.to(x.dtype)[:, None, None])
             if noise is not None:

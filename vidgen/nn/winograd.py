@@ -45,11 +45,14 @@ from vidgen.nn import is_channels_last
 # B^T (input), G (kernel) and A^T (output) of F(4x4, 3x3) with the points 0, +-1, +-2.
 _SOURCE = r"""
 /* Winograd F(4x4, 3x3) transforms for float32 NHWC tensors; channels in blocks of 16. */
+#include <string.h>
 #define CB 16
 
-/* Input tiles t0 <= t < t1 of x [N, H, W, C] (zero padding of 1) -> V [36, t1 - t0, C]. */
+/* Input tiles t0 <= t < t1 of x [N, C, H, W] (element strides sn, sc, sh, sw: sc = 1 for
+   channels-last, the fast layout; zero padding of 1) -> V [36, t1 - t0, C], times scale [N, C]
+   unless it is NULL (the transform is linear: scaling V scales x). */
 void wino43_input(const float *x, long N, long H, long W, long C, long t0, long t1, float *V,
-                  int nthreads)
+                  int nthreads, const float *scale, long sn, long sc, long sh, long sw)
 {
     long th = (H + 3) / 4, tw = (W + 3) / 4, nt = t1 - t0;
     #pragma omp parallel for num_threads(nthreads) schedule(static)
@@ -57,13 +60,17 @@ void wino43_input(const float *x, long N, long H, long W, long C, long t0, long 
         long n = t / (th * tw), r = t % (th * tw), i = r / tw, j = r % tw;
         long y0 = 4 * i - 1, x0 = 4 * j - 1;
         for (long c0 = 0; c0 < C; c0 += CB) {
-            float d[6][6][CB], m[6][6][CB];
+            float d[6][6][CB], m[6][6][CB], sv[CB];
+            for (int k = 0; k < CB; k++) sv[k] = scale ? scale[n * C + c0 + k] : 1.f;
             for (int p = 0; p < 6; p++)
                 for (int q = 0; q < 6; q++) {
                     long yy = y0 + p, xx = x0 + q;
                     if (yy >= 0 && yy < H && xx >= 0 && xx < W) {
-                        const float *src = x + ((n * H + yy) * W + xx) * C + c0;
-                        for (int k = 0; k < CB; k++) d[p][q][k] = src[k];
+                        const float *src = x + n * sn + yy * sh + xx * sw + c0 * sc;
+                        if (sc == 1)
+                            for (int k = 0; k < CB; k++) d[p][q][k] = src[k];
+                        else
+                            for (int k = 0; k < CB; k++) d[p][q][k] = src[k * sc];
                     } else {
                         for (int k = 0; k < CB; k++) d[p][q][k] = 0.f;
                     }
@@ -93,7 +100,7 @@ void wino43_input(const float *x, long N, long H, long W, long C, long t0, long 
                 }
                 for (int b = 0; b < 6; b++) {
                     float *dst = V + ((long)(a * 6 + b) * nt + (t - t0)) * C + c0;
-                    for (int k = 0; k < CB; k++) dst[k] = o[b][k];
+                    for (int k = 0; k < CB; k++) dst[k] = o[b][k] * sv[k];
                 }
             }
         }
@@ -138,18 +145,21 @@ void wino43_kernel(const float *w, long O, long I, float *U, int nthreads)
         }
 }
 
-/* M [36, t1 - t0, O] of tiles t0 <= t < t1 -> their 4x4 outputs in y [N, H, W, O], plus
-   bias [O] unless it is NULL. */
+/* M [36, t1 - t0, O] of tiles t0 <= t < t1 -> their 4x4 outputs in y [N, O, H, W] (element
+   strides sn, sc, sh, sw), times scale [N, O] and plus bias [O], each unless it is NULL. */
 void wino43_output(const float *M, long N, long H, long W, long O, long t0, long t1, float *y,
-                   int nthreads, const float *bias)
+                   int nthreads, const float *bias, const float *scale, long sn, long sc, long sh, long sw)
 {
     long th = (H + 3) / 4, tw = (W + 3) / 4, nt = t1 - t0;
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (long t = t0; t < t1; t++) {
         long n = t / (th * tw), r = t % (th * tw), i = r / tw, j = r % tw;
         for (long o0 = 0; o0 < O; o0 += CB) {
-            float m[6][6][CB], s[4][6][CB], bv[CB];
-            for (int k = 0; k < CB; k++) bv[k] = bias ? bias[o0 + k] : 0.f;
+            float m[6][6][CB], s[4][6][CB], bv[CB], sv[CB];
+            for (int k = 0; k < CB; k++) {
+                bv[k] = bias ? bias[o0 + k] : 0.f;
+                sv[k] = scale ? scale[n * O + o0 + k] : 1.f;
+            }
             for (int a = 0; a < 36; a++) {
                 const float *src = M + ((long)a * nt + (t - t0)) * O + o0;
                 for (int k = 0; k < CB; k++) m[a / 6][a % 6][k] = src[k];
@@ -170,14 +180,26 @@ void wino43_output(const float *M, long N, long H, long W, long O, long t0, long
                     float m0 = s[rr][0][k], m1 = s[rr][1][k], m2 = s[rr][2][k];
                     float m3 = s[rr][3][k], m4 = s[rr][4][k], m5 = s[rr][5][k];
                     float p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
-                    o[0][k] = m0 + p12 + p34 + bv[k];
-                    o[1][k] = n12 + 2.f * n34 + bv[k];
-                    o[2][k] = p12 + 4.f * p34 + bv[k];
-                    o[3][k] = n12 + 8.f * n34 + m5 + bv[k];
+                    o[0][k] = (m0 + p12 + p34) * sv[k] + bv[k];
+                    o[1][k] = (n12 + 2.f * n34) * sv[k] + bv[k];
+                    o[2][k] = (p12 + 4.f * p34) * sv[k] + bv[k];
+                    o[3][k] = (n12 + 8.f * n34 + m5) * sv[k] + bv[k];
+                }
+                if (sc != 1 && sw == 1 && 4 * j + 4 <= W) {
+                    /* contiguous rows: four outputs of a channel are adjacent */
+                    float *dst = y + n * sn + (4 * i + rr) * sh + 4 * j + o0 * sc;
+                    for (int k = 0; k < CB; k++) {
+                        float q[4] = {o[0][k], o[1][k], o[2][k], o[3][k]};
+                        memcpy(dst + k * sc, q, sizeof q);
+                    }
+                    continue;
                 }
                 for (int ss = 0; ss < 4 && 4 * j + ss < W; ss++) {
-                    float *dst = y + ((n * H + 4 * i + rr) * W + 4 * j + ss) * O + o0;
-                    for (int k = 0; k < CB; k++) dst[k] = o[ss][k];
+                    float *dst = y + n * sn + (4 * i + rr) * sh + (4 * j + ss) * sw + o0 * sc;
+                    if (sc == 1)
+                        for (int k = 0; k < CB; k++) dst[k] = o[ss][k];
+                    else
+                        for (int k = 0; k < CB; k++) dst[k * sc] = o[ss][k];
                 }
             }
         }
@@ -234,8 +256,9 @@ def _build() -> ctypes.CDLL:
             os.replace(lib, out)  # atomic: a concurrent process sees the old file or the whole new one
     lib = ctypes.CDLL(str(out))
     args = [ctypes.c_void_p] + [ctypes.c_long] * 6 + [ctypes.c_void_p, ctypes.c_int]
-    lib.wino43_input.argtypes = args
-    lib.wino43_output.argtypes = args + [ctypes.c_void_p]
+    strides = [ctypes.c_long] * 4
+    lib.wino43_input.argtypes = args + [ctypes.c_void_p] + strides
+    lib.wino43_output.argtypes = args + [ctypes.c_void_p, ctypes.c_void_p] + strides
     lib.wino43_input.restype = lib.wino43_output.restype = None
     lib.wino43_kernel.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
     lib.wino43_kernel.restype = None
@@ -263,12 +286,14 @@ def unavailable() -> str | None:
     return _lib_error
 
 
-def eligible(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """Whether ``conv3x3(x, w)`` takes the Winograd path (see the module's notes)."""
+def eligible(x: torch.Tensor, w: torch.Tensor, any_layout: bool = False) -> bool:
+    """Whether ``conv3x3(x, w)`` takes the Winograd path (see the module's notes); with
+    ``any_layout``, whether ``winograd_conv3x3`` may take x (channels-last or contiguous)."""
     return (x.device.type == "cpu" and w.device.type == "cpu" and x.dtype == torch.float32
             and w.dtype == torch.float32 and x.ndim == 4 and tuple(w.shape[-2:]) == (3, 3)
             and x.shape[1] == w.shape[1] and x.shape[1] % BLOCK == 0 and w.shape[0] % BLOCK == 0
-            and tiles(x) >= MIN_TILES and is_channels_last(x)
+            and tiles(x) >= MIN_TILES
+            and (is_channels_last(x) or (any_layout and x.is_contiguous()))
             and not torch.compiler.is_compiling() and unavailable() is None)
 
 
@@ -286,27 +311,45 @@ def _kernel_transform(w: torch.Tensor) -> torch.Tensor:
     return u
 
 
-def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.conv2d(x, w, b, padding=1)`` by F(4x4, 3x3), without autograd. x channels-last [N, C, H, W]."""
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().to(torch.float32).contiguous()
+
+
+def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
+                     in_scale: torch.Tensor | None = None, out_scale: torch.Tensor | None = None,
+                     memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    """``F.conv2d(x * in_scale, w, padding=1) * out_scale + b`` by F(4x4, 3x3), without autograd.
+
+    x: [N, C, H, W], channels-last (the fast layout) or contiguous; the output has x's layout
+    unless ``memory_format`` says otherwise.
+    w: [O, C, 3, 3]; b: [O]; in_scale: [N, C] and out_scale: [N, O] (per-sample factors, as a
+    modulated convolution has; applied inside the transforms, so they cost no pass of their
+    own)."""
     lib = library()
     n, c, h, wd = x.shape
     o = w.shape[0]
     u = _kernel_transform(w)
-    xh = x.detach().permute(0, 2, 3, 1)  # [N, H, W, C], contiguous
-    bias = None if b is None else b.detach().to(torch.float32).contiguous()
-    y = torch.empty(n, h, wd, o, dtype=x.dtype)
+    x = x.detach()
+    b, in_scale, out_scale = _f32(b), _f32(in_scale), _f32(out_scale)
+    if memory_format is None:
+        memory_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    y = torch.empty(n, o, h, wd, dtype=x.dtype, memory_format=memory_format)
     count = tiles(x)
     chunk = max(32, min(count, CHUNK_BYTES // (36 * 4 * c)))
     vbuf, mbuf = torch.empty(36 * chunk * c), torch.empty(36 * chunk * o)
     threads = torch.get_num_threads()
+    xs, ys = [x.stride(i) for i in range(4)], [y.stride(i) for i in range(4)]
     for t0 in range(0, count, chunk):
         t1 = min(count, t0 + chunk)
         v, m = vbuf[: 36 * (t1 - t0) * c].view(36, -1, c), mbuf[: 36 * (t1 - t0) * o].view(36, -1, o)
-        lib.wino43_input(xh.data_ptr(), n, h, wd, c, t0, t1, v.data_ptr(), threads)
+        lib.wino43_input(x.data_ptr(), n, h, wd, c, t0, t1, v.data_ptr(), threads, _ptr(in_scale), *xs)
         torch.bmm(v, u, out=m)
-        lib.wino43_output(m.data_ptr(), n, h, wd, o, t0, t1, y.data_ptr(), threads,
-                          None if bias is None else bias.data_ptr())
-    return y.permute(0, 3, 1, 2)  # channels-last [N, O, H, W]
+        lib.wino43_output(m.data_ptr(), n, h, wd, o, t0, t1, y.data_ptr(), threads, _ptr(b), _ptr(out_scale), *ys)
+    return y
 
 
 class _Conv3x3(torch.autograd.Function):
