@@ -5,25 +5,27 @@ inputs around it. Winograd's minimal filtering writes that as ``Y = A^T [(G g G^
 the 3x3 kernel ``g`` and the 6x6 input tile ``d`` are taken to a 6x6 transformed domain, where
 the sum over input channels is 36 independent matrix products (tiles x in @ in x out), and the
 result is taken back to 4x4 outputs. That is 36 products per 16 outputs instead of 144: 4x fewer
-multiplications, at the cost of the two transforms, which read and write memory once per tile.
-On a CPU whose direct convolution already runs at the matrix-product peak, this is the only
-way to make the U-Net's convolutions faster in float32.
+multiplications, at the cost of the transforms, which read and write memory once per tile.
+On a CPU whose direct convolution already runs at the matrix-product peak, this is the way to
+make float32 convolutions faster.
 
 The transforms are a small C kernel (below), compiled on first use with the system's C compiler
 (``cc``, OpenMP, ``-march=native``) into a per-user cache and loaded with ctypes; the matrix
 products are ``torch.bmm``. Tiles are processed in chunks whose transformed inputs stay in
 the cache, so the extra memory is a few megabytes. Without a C compiler (or with
-``VIDGEN_WINOGRAD=0``) every call is ``F.conv2d``.
+``VIDGEN_WINOGRAD=0``) every call is ``F.conv2d``. A bias, and per-sample factors on the
+input and output channels (a modulated, demodulated convolution), are applied inside the
+transforms, so they cost no pass of their own.
 
-Accuracy: the transforms multiply by constants up to 5 and divide by 24, so the float32 result
+Accuracy: the transforms multiply by constants up to 8 and divide by 24, so the float32 result
 differs from a direct convolution by up to about 1e-4 of the output's RMS (the direct one by
 about 1e-6 from the exact value); PyTorch's default TF32 convolutions on recent GPUs are
 coarser still (about 1e-3). ``conv3x3`` uses it only where it pays: float32 CPU tensors
 stored channels-last, channel counts that are multiples of 16, at least 128 output tiles
-(batch 8 at 16x16, batch 2 at 32x32, one 64x64 image).
-The gradient with respect to the input is the same kind of convolution (the flipped,
-transposed kernel) and takes the same path; the gradient with respect to the kernel is the
-direct one.
+(batch 8 at 16x16, batch 2 at 32x32, one 64x64 image); ``winograd_conv3x3`` also takes
+contiguous tensors (strided loads and stores, slower than channels-last). The gradient with
+respect to the input is the same kind of convolution (the flipped, transposed kernel) and
+takes the same path; the gradient with respect to the kernel is the direct one.
 """
 
 from __future__ import annotations
