@@ -322,12 +322,10 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
-                     in_scale: torch.Tensor | None = None, out_scale: torch.Tensor | None = None,
-                     memory_format: torch.memory_format | None = None) -> torch.Tensor:
+                     in_scale: torch.Tensor | None = None, out_scale: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x * in_scale, w, padding=1) * out_scale + b`` by F(4x4, 3x3), without autograd.
 
-    x: [N, C, H, W], channels-last (the fast layout) or contiguous; the output has x's layout
-    unless ``memory_format`` says otherwise.
+    x: [N, C, H, W], channels-last (the fast layout) or contiguous; the output has x's layout.
     w: [O, C, 3, 3]; b: [O]; in_scale: [N, C] and out_scale: [N, O] (per-sample factors, as a
     modulated convolution has; applied inside the transforms, so they cost no pass of their
     own)."""
@@ -337,9 +335,10 @@ def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = 
     u = _kernel_transform(w)
     x = x.detach()
     b, in_scale, out_scale = _f32(b), _f32(in_scale), _f32(out_scale)
-    if memory_format is None:
-        memory_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
-    y = torch.empty(n, o, h, wd, dtype=x.dtype, memory_format=memory_format)
+    for t, shape in ((b, (o,)), (in_scale, (n, c)), (out_scale, (n, o))):
+        assert t is None or tuple(t.shape) == shape, (tuple(t.shape), shape)
+    y = torch.empty(n, o, h, wd, dtype=x.dtype,
+                    memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
     count = tiles(x)
     chunk = max(32, min(count, CHUNK_BYTES // (36 * 4 * c)))
     vbuf, mbuf = torch.empty(36 * chunk * c), torch.empty(36 * chunk * o)
