@@ -60,6 +60,18 @@ def test_gradients_match_the_direct_convolution():
         assert _rel(got, ref) < 3e-4
 
 
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_kernel_gradient_by_the_transposed_transforms(layout):
+    _need_library()
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(5, 32, 18, 22, generator=g).contiguous(memory_format=layout)  # partial tiles
+    gy = torch.randn(5, 16, 18, 22, generator=g).contiguous(memory_format=layout)
+    ref = torch.nn.grad.conv2d_weight(x.double(), (16, 32, 3, 3), gy.double(), padding=1)
+    got = W.winograd_conv3x3_weight_grad(x, gy)
+    assert got.shape == ref.shape and ref.std() > 1
+    assert _rel(got, ref) < 3e-4
+
+
 def test_bias_and_a_gradient_penalty_through_it():
     """R1-style: the gradient with respect to the input is differentiated again (create_graph)."""
     _need_library()

@@ -25,7 +25,9 @@ stored channels-last, channel counts that are multiples of 16, at least 128 outp
 (batch 8 at 16x16, batch 2 at 32x32, one 64x64 image); ``winograd_conv3x3`` also takes
 contiguous tensors (strided loads and stores, slower than channels-last). The gradient with
 respect to the input is the same kind of convolution (the flipped, transposed kernel) and
-takes the same path; the gradient with respect to the kernel is the direct one.
+takes the same path; the gradient with respect to the kernel is the transpose of the forward
+(``dU = sum over tiles of (B^T x B) (A dy A^T)``, then ``G^T dU G``), except while the backward
+is itself being differentiated (``create_graph``, as R1 does), where it is aten's direct one.
 """
 
 from __future__ import annotations
@@ -207,6 +209,91 @@ void wino43_output(const float *M, long N, long H, long W, long O, long t0, long
         }
     }
 }
+/* Kernel gradient, the transpose of the output and kernel transforms: dy [N, O, H, W]
+   (strides sn, sc, sh, sw) of tiles t0 <= t < t1 -> dM = A dy A^T as [36, t1 - t0, O]
+   (outside the image dy counts as zero). */
+void wino43_grad_output(const float *dy, long N, long H, long W, long O, long t0, long t1, float *dM,
+                        int nthreads, long sn, long sc, long sh, long sw)
+{
+    long th = (H + 3) / 4, tw = (W + 3) / 4, nt = t1 - t0;
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long t = t0; t < t1; t++) {
+        long n = t / (th * tw), r = t % (th * tw), i = r / tw, j = r % tw;
+        for (long o0 = 0; o0 < O; o0 += CB) {
+            float g[4][4][CB], m[6][4][CB];
+            for (int rr = 0; rr < 4; rr++)
+                for (int ss = 0; ss < 4; ss++) {
+                    long yy = 4 * i + rr, xx = 4 * j + ss;
+                    if (yy < H && xx < W) {
+                        const float *src = dy + n * sn + yy * sh + xx * sw + o0 * sc;
+                        if (sc == 1)
+                            for (int k = 0; k < CB; k++) g[rr][ss][k] = src[k];
+                        else
+                            for (int k = 0; k < CB; k++) g[rr][ss][k] = src[k * sc];
+                    } else {
+                        for (int k = 0; k < CB; k++) g[rr][ss][k] = 0.f;
+                    }
+                }
+            for (int ss = 0; ss < 4; ss++)       /* m = A g */
+                for (int k = 0; k < CB; k++) {
+                    float u0 = g[0][ss][k], u1 = g[1][ss][k], u2 = g[2][ss][k], u3 = g[3][ss][k];
+                    m[0][ss][k] = u0;
+                    m[1][ss][k] = u0 + u1 + u2 + u3;
+                    m[2][ss][k] = u0 - u1 + u2 - u3;
+                    m[3][ss][k] = u0 + 2.f * u1 + 4.f * u2 + 8.f * u3;
+                    m[4][ss][k] = u0 - 2.f * u1 + 4.f * u2 - 8.f * u3;
+                    m[5][ss][k] = u3;
+                }
+            for (int a = 0; a < 6; a++) {        /* dM = m A^T */
+                float o[6][CB];
+                for (int k = 0; k < CB; k++) {
+                    float u0 = m[a][0][k], u1 = m[a][1][k], u2 = m[a][2][k], u3 = m[a][3][k];
+                    o[0][k] = u0;
+                    o[1][k] = u0 + u1 + u2 + u3;
+                    o[2][k] = u0 - u1 + u2 - u3;
+                    o[3][k] = u0 + 2.f * u1 + 4.f * u2 + 8.f * u3;
+                    o[4][k] = u0 - 2.f * u1 + 4.f * u2 - 8.f * u3;
+                    o[5][k] = u3;
+                }
+                for (int b = 0; b < 6; b++) {
+                    float *dst = dM + ((long)(a * 6 + b) * nt + (t - t0)) * O + o0;
+                    for (int k = 0; k < CB; k++) dst[k] = o[b][k];
+                }
+            }
+        }
+    }
+}
+
+/* dU [36, I, O] -> dw = G^T dU G as [O, I, 3, 3]. */
+void wino43_grad_kernel(const float *dU, long O, long I, float *dw, int nthreads)
+{
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (long o0 = 0; o0 < O; o0 += CB)
+        for (long i = 0; i < I; i++) {
+            float v[6][6][CB], m[3][6][CB];
+            for (int a = 0; a < 36; a++) {
+                const float *src = dU + ((long)a * I + i) * O + o0;
+                for (int k = 0; k < CB; k++) v[a / 6][a % 6][k] = src[k];
+            }
+            for (int b = 0; b < 6; b++)          /* m = G^T v */
+                for (int k = 0; k < CB; k++) {
+                    float v0 = v[0][b][k], v1 = v[1][b][k], v2 = v[2][b][k];
+                    float v3 = v[3][b][k], v4 = v[4][b][k], v5 = v[5][b][k];
+                    m[0][b][k] = 0.25f * v0 - (v1 + v2) * (1.f / 6.f) + (v3 + v4) * (1.f / 24.f);
+                    m[1][b][k] = (v2 - v1) * (1.f / 6.f) + (v3 - v4) * (1.f / 12.f);
+                    m[2][b][k] = (v3 + v4 - v1 - v2) * (1.f / 6.f) + v5;
+                }
+            for (int p = 0; p < 3; p++)          /* dw = m G */
+                for (int k = 0; k < CB; k++) {
+                    float v0 = m[p][0][k], v1 = m[p][1][k], v2 = m[p][2][k];
+                    float v3 = m[p][3][k], v4 = m[p][4][k], v5 = m[p][5][k];
+                    float *dst = dw + ((o0 + k) * I + i) * 9 + p * 3;
+                    dst[0] = 0.25f * v0 - (v1 + v2) * (1.f / 6.f) + (v3 + v4) * (1.f / 24.f);
+                    dst[1] = (v2 - v1) * (1.f / 6.f) + (v3 - v4) * (1.f / 12.f);
+                    dst[2] = (v3 + v4 - v1 - v2) * (1.f / 6.f) + v5;
+                }
+        }
+}
 """
 BLOCK = 16  # channels per vector block of the C kernel: both channel counts must be multiples
 # Fewer 4x4 output tiles than this (over the batch) and the kernel's transform, 36 x in x out
@@ -262,8 +349,10 @@ def _build() -> ctypes.CDLL:
     lib.wino43_input.argtypes = args + [ctypes.c_void_p] + strides
     lib.wino43_output.argtypes = args + [ctypes.c_void_p, ctypes.c_void_p] + strides
     lib.wino43_input.restype = lib.wino43_output.restype = None
-    lib.wino43_kernel.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
-    lib.wino43_kernel.restype = None
+    lib.wino43_grad_output.argtypes = args + strides
+    for name in ("wino43_kernel", "wino43_grad_kernel"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
+    lib.wino43_grad_output.restype = lib.wino43_kernel.restype = lib.wino43_grad_kernel.restype = None
     return lib
 
 
@@ -353,10 +442,37 @@ def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = 
     return y
 
 
+def winograd_conv3x3_weight_grad(x: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """The kernel gradient of ``F.conv2d(x, w, padding=1)`` for the output gradient ``gy``, as the
+    transpose of the Winograd forward: ``dU = sum over tiles of (B^T x B) (A gy A^T)``, one
+    matrix product per transformed position, then ``dw = G^T dU G``. x: [N, C, H, W] and
+    gy: [N, O, H, W], either layout. Returns [O, C, 3, 3] (contiguous)."""
+    lib = library()
+    n, c, h, wd = x.shape
+    o = gy.shape[1]
+    x, gy = x.detach(), gy.detach()
+    du = torch.zeros(36, c, o)
+    count = tiles(x)
+    chunk = max(32, min(count, CHUNK_BYTES // (36 * 4 * max(c, o))))
+    vbuf, mbuf = torch.empty(36 * chunk * c), torch.empty(36 * chunk * o)
+    threads = torch.get_num_threads()
+    xs, gs = [x.stride(i) for i in range(4)], [gy.stride(i) for i in range(4)]
+    for t0 in range(0, count, chunk):
+        t1 = min(count, t0 + chunk)
+        v, m = vbuf[: 36 * (t1 - t0) * c].view(36, -1, c), mbuf[: 36 * (t1 - t0) * o].view(36, -1, o)
+        lib.wino43_input(x.data_ptr(), n, h, wd, c, t0, t1, v.data_ptr(), threads, None, *xs)
+        lib.wino43_grad_output(gy.data_ptr(), n, h, wd, o, t0, t1, m.data_ptr(), threads, *gs)
+        torch.baddbmm(du, v.transpose(1, 2), m, out=du)
+    dw = torch.empty(o, c, 3, 3)
+    lib.wino43_grad_kernel(du.data_ptr(), o, c, dw.data_ptr(), threads)
+    return dw
+
+
 class _Conv3x3(torch.autograd.Function):
-    # The backward is written with differentiable operations (the input gradient is this
-    # function again, the kernel gradient aten's convolution_backward), so a gradient penalty
-    # (R1) can differentiate through it.
+    # The backward is differentiable where it must be: the input gradient is this function
+    # again, and under create_graph the kernel gradient is aten's convolution_backward, so a
+    # gradient penalty (R1) can differentiate through it. Otherwise the kernel gradient is the
+    # transposed Winograd form.
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
@@ -373,8 +489,11 @@ class _Conv3x3(torch.autograd.Function):
             # and in / out swapped
             gx = conv3x3(gy, w.flip(2, 3).transpose(0, 1))
         if ctx.needs_input_grad[1]:
-            gw = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                                                     [False, True, False])[1]
+            if torch.is_grad_enabled():  # create_graph: the differentiable direct form
+                gw = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                         [False, True, False])[1]
+            else:
+                gw = winograd_conv3x3_weight_grad(x, gy)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum((0, 2, 3))
         return gx, gw, gb
