@@ -52,6 +52,17 @@ _SOURCE = r"""
 #include <string.h>
 #define CB 16
 
+/* CB channels at src (element stride sc) into dst; zeros where src is NULL (outside the image). */
+static inline void load_block(float *dst, const float *src, long sc)
+{
+    if (!src)
+        for (int k = 0; k < CB; k++) dst[k] = 0.f;
+    else if (sc == 1)
+        for (int k = 0; k < CB; k++) dst[k] = src[k];
+    else
+        for (int k = 0; k < CB; k++) dst[k] = src[k * sc];
+}
+
 /* Input tiles t0 <= t < t1 of x [N, C, H, W] (element strides sn, sc, sh, sw: sc = 1 for
    channels-last, the fast layout; zero padding of 1) -> V [36, t1 - t0, C], times scale [N, C]
    unless it is NULL (the transform is linear: scaling V scales x). */
@@ -69,15 +80,8 @@ void wino43_input(const float *x, long N, long H, long W, long C, long t0, long 
             for (int p = 0; p < 6; p++)
                 for (int q = 0; q < 6; q++) {
                     long yy = y0 + p, xx = x0 + q;
-                    if (yy >= 0 && yy < H && xx >= 0 && xx < W) {
-                        const float *src = x + n * sn + yy * sh + xx * sw + c0 * sc;
-                        if (sc == 1)
-                            for (int k = 0; k < CB; k++) d[p][q][k] = src[k];
-                        else
-                            for (int k = 0; k < CB; k++) d[p][q][k] = src[k * sc];
-                    } else {
-                        for (int k = 0; k < CB; k++) d[p][q][k] = 0.f;
-                    }
+                    load_block(d[p][q], yy >= 0 && yy < H && xx >= 0 && xx < W
+                               ? x + n * sn + yy * sh + xx * sw + c0 * sc : 0, sc);
                 }
             for (int q = 0; q < 6; q++)          /* m = B^T d */
                 for (int k = 0; k < CB; k++) {
@@ -224,15 +228,7 @@ void wino43_grad_output(const float *dy, long N, long H, long W, long O, long t0
             for (int rr = 0; rr < 4; rr++)
                 for (int ss = 0; ss < 4; ss++) {
                     long yy = 4 * i + rr, xx = 4 * j + ss;
-                    if (yy < H && xx < W) {
-                        const float *src = dy + n * sn + yy * sh + xx * sw + o0 * sc;
-                        if (sc == 1)
-                            for (int k = 0; k < CB; k++) g[rr][ss][k] = src[k];
-                        else
-                            for (int k = 0; k < CB; k++) g[rr][ss][k] = src[k * sc];
-                    } else {
-                        for (int k = 0; k < CB; k++) g[rr][ss][k] = 0.f;
-                    }
+                    load_block(g[rr][ss], yy < H && xx < W ? dy + n * sn + yy * sh + xx * sw + o0 * sc : 0, sc);
                 }
             for (int ss = 0; ss < 4; ss++)       /* m = A g */
                 for (int k = 0; k < CB; k++) {
@@ -410,6 +406,17 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach().to(torch.float32).contiguous()
 
 
+def _chunks(x: torch.Tensor, c: int, o: int):
+    """Tile ranges [t0, t1) of x in chunks small enough for their transformed data to stay in
+    the cache, each with (reused) [36, t1 - t0, c] and [36, t1 - t0, o] buffers."""
+    count = tiles(x)
+    chunk = max(32, min(count, CHUNK_BYTES // (36 * 4 * max(c, o))))
+    vbuf, mbuf = torch.empty(36 * chunk * c), torch.empty(36 * chunk * o)
+    for t0 in range(0, count, chunk):
+        t1 = min(count, t0 + chunk)
+        yield t0, t1, vbuf[: 36 * (t1 - t0) * c].view(36, -1, c), mbuf[: 36 * (t1 - t0) * o].view(36, -1, o)
+
+
 def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
                      in_scale: torch.Tensor | None = None, out_scale: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x * in_scale, w, padding=1) * out_scale + b`` by F(4x4, 3x3), without autograd.
@@ -428,14 +435,9 @@ def winograd_conv3x3(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = 
         assert t is None or tuple(t.shape) == shape, (tuple(t.shape), shape)
     y = torch.empty(n, o, h, wd, dtype=x.dtype,
                     memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
-    count = tiles(x)
-    chunk = max(32, min(count, CHUNK_BYTES // (36 * 4 * c)))
-    vbuf, mbuf = torch.empty(36 * chunk * c), torch.empty(36 * chunk * o)
     threads = torch.get_num_threads()
     xs, ys = [x.stride(i) for i in range(4)], [y.stride(i) for i in range(4)]
-    for t0 in range(0, count, chunk):
-        t1 = min(count, t0 + chunk)
-        v, m = vbuf[: 36 * (t1 - t0) * c].view(36, -1, c), mbuf[: 36 * (t1 - t0) * o].view(36, -1, o)
+    for t0, t1, v, m in _chunks(x, c, o):
         lib.wino43_input(x.data_ptr(), n, h, wd, c, t0, t1, v.data_ptr(), threads, _ptr(in_scale), *xs)
         torch.bmm(v, u, out=m)
         lib.wino43_output(m.data_ptr(), n, h, wd, o, t0, t1, y.data_ptr(), threads, _ptr(b), _ptr(out_scale), *ys)
@@ -452,14 +454,9 @@ def winograd_conv3x3_weight_grad(x: torch.Tensor, gy: torch.Tensor) -> torch.Ten
     o = gy.shape[1]
     x, gy = x.detach(), gy.detach()
     du = torch.zeros(36, c, o)
-    count = tiles(x)
-    chunk = max(32, min(count, CHUNK_BYTES // (36 * 4 * max(c, o))))
-    vbuf, mbuf = torch.empty(36 * chunk * c), torch.empty(36 * chunk * o)
     threads = torch.get_num_threads()
     xs, gs = [x.stride(i) for i in range(4)], [gy.stride(i) for i in range(4)]
-    for t0 in range(0, count, chunk):
-        t1 = min(count, t0 + chunk)
-        v, m = vbuf[: 36 * (t1 - t0) * c].view(36, -1, c), mbuf[: 36 * (t1 - t0) * o].view(36, -1, o)
+    for t0, t1, v, m in _chunks(x, c, o):
         lib.wino43_input(x.data_ptr(), n, h, wd, c, t0, t1, v.data_ptr(), threads, None, *xs)
         lib.wino43_grad_output(gy.data_ptr(), n, h, wd, o, t0, t1, m.data_ptr(), threads, *gs)
         torch.baddbmm(du, v.transpose(1, 2), m, out=du)
