@@ -29,10 +29,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from vidgen.nn import count_parameters
+from vidgen.nn import count_parameters, winograd
 from vidgen.nn.filters import binomial4_sum
-from vidgen.nn import winograd
-from vidgen.nn.winograd import conv3x3
 from vidgen.nn.stats import register_statistic
 from vidgen.nn.style import (LRELU_GAIN, LRELU_SLOPE, FullyConnected, MappingNetwork, clamp_symmetric,
                              modulated_conv2d)
@@ -201,7 +199,7 @@ class SynthesisLayer(nn.Module):
                 y = binomial4_sum(F.conv_transpose2d(x * styles.to(x.dtype)[:, :, None, None],
                                                      self.weight.to(x.dtype).transpose(0, 1), stride=2), (2, 3), (1, 1))
             else:
-                y = conv3x3(x * styles.to(x.dtype)[:, :, None, None], self.weight.to(x.dtype))
+                y = winograd.conv3x3(x * styles.to(x.dtype)[:, :, None, None], self.weight.to(x.dtype))
             x = torch.addcmul(bias.to(y.dtype)[:, None, None], y, d.to(y.dtype)[:, :, None, None])
             x = F.leaky_relu(x if noise is None else x + noise, LRELU_SLOPE)
         return x if self.clamp is None else clamp_symmetric(x, self.clamp)
@@ -345,7 +343,7 @@ class Conv(nn.Module):
         b = None if self.bias is None else (self.bias * a).to(x.dtype)
         w = (self.weight * (self.gain * a / (64 if self.down else 1))).to(x.dtype)
         if not self.down:
-            x = conv3x3(x, w, b) if self.pad == 1 else F.conv2d(x, w, b, padding=self.pad)
+            x = winograd.conv3x3(x, w, b) if self.pad == 1 else F.conv2d(x, w, b, padding=self.pad)
         elif self.pad == 0:  # 1x1: decimate, then convolve
             x = F.conv2d(binomial4_sum(x, (2, 3), (1, 1), 2), w, b)
         else:  # k x k: filter with k - 1 zeros a side, then a strided conv (H + 1 -> H / 2 for k = 3)

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidgen.nn import is_channels_last
-from vidgen.nn import winograd
+from vidgen.nn import is_channels_last, winograd
 
 SILU_GAIN = 0.596  # E[silu(x)^2]^(1/2) for x ~ N(0, 1)
 
